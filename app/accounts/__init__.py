@@ -1,0 +1,1 @@
+"""Accounts: the companies the business sells to and supports."""

@@ -1,0 +1,1 @@
+"""Users, teams, sign-in and sessions."""

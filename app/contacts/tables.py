@@ -1,0 +1,22 @@
+"""The contact table."""
+
+from __future__ import annotations
+
+from piccolo.columns import ForeignKey, Varchar
+from piccolo.columns.base import OnDelete
+from piccolo.table import Table
+
+from app.accounts.tables import Account
+from app.auth.tables import User
+from app.db import Tracked
+
+
+class Contact(Tracked, Table):
+    first_name = Varchar(length=120, default="")
+    last_name = Varchar(length=120, default="")
+    email = Varchar(length=254, null=True, default=None, index=True)
+    phone = Varchar(length=60, default="")
+    title = Varchar(length=200, default="")
+    lifecycle_stage = Varchar(length=60, default="")
+    account = ForeignKey(Account, null=True, default=None, on_delete=OnDelete.set_null)
+    owner = ForeignKey(User, null=True, default=None, on_delete=OnDelete.set_null)

@@ -1,0 +1,1 @@
+"""Deals moving through the stages of a pipeline."""

@@ -1,0 +1,1 @@
+"""The event log: one row for every committed change, in commit order."""

@@ -1,0 +1,1 @@
+"""Importers for the file formats other CRMs export."""
