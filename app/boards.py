@@ -1,0 +1,91 @@
+"""What the pipeline and ticket boards share: filters and column paging."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from app.errors import FieldError
+
+PAGE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class BoardFilter:
+    """Who a board shows: one person's records, one team's, or everyone's.
+
+    ``person_id`` is the owner of a deal or the assignee of a ticket.
+    """
+
+    person_id: int | None = None
+    team_id: int | None = None
+
+    @classmethod
+    def parse(cls, person: str | None, team: str | None) -> BoardFilter:
+        return cls(
+            person_id=parse_id("person", person),
+            team_id=parse_id("team", team),
+        )
+
+    @property
+    def key(self) -> str:
+        """The filter as a canonical query string, also its live variant name."""
+        params = {}
+        if self.person_id is not None:
+            params["person"] = self.person_id
+        if self.team_id is not None:
+            params["team"] = self.team_id
+        return urlencode(params)
+
+    @classmethod
+    def from_key(cls, key: str) -> BoardFilter:
+        params = dict(part.split("=", 1) for part in key.split("&") if part)
+        return cls.parse(params.get("person"), params.get("team"))
+
+    def sql(self, person_column: str, team_column: str, args: list[object]) -> str:
+        """Return the WHERE conditions for this filter, appending their arguments."""
+        conditions = []
+        if self.person_id is not None:
+            args.append(self.person_id)
+            conditions.append(f"{person_column} = {{}}")
+        if self.team_id is not None:
+            args.append(self.team_id)
+            conditions.append(f"{team_column} = {{}}")
+        return "".join(f" AND {condition}" for condition in conditions)
+
+    def matches(self, person_id: int | None, team_id: int | None) -> bool:
+        if self.person_id is not None and person_id != self.person_id:
+            return False
+        return not (self.team_id is not None and team_id != self.team_id)
+
+
+def parse_id(name: str, value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise FieldError(name, value, "must be a number") from None
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position after the last card of a column page: newest arrivals first."""
+
+    at: dt.datetime
+    id: int
+
+    @property
+    def token(self) -> str:
+        return f"{self.at.isoformat()}|{self.id}"
+
+    @classmethod
+    def parse(cls, token: str | None) -> Cursor | None:
+        if not token:
+            return None
+        try:
+            at, _, record_id = token.rpartition("|")
+            return cls(at=dt.datetime.fromisoformat(at), id=int(record_id))
+        except ValueError:
+            raise FieldError("after", token, "is not a valid page cursor") from None

@@ -1,0 +1,159 @@
+"""Parse and check the fields of one input row, collecting every invalid value."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+# Deliberately loose: one "@", no spaces, a dot in the domain. Mail servers
+# are the real check; this only catches values from the wrong column.
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+INTEGER_MAX = 2**31 - 1
+
+
+class RowValues:
+    """Typed access to one row's fields.
+
+    Each accessor returns the parsed value, or ``None`` (``""`` for text) and
+    records a ``(column, value, reason)`` entry in ``errors`` when the field is
+    invalid, so one pass over a row reports all of its problems.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = values
+        self.errors: list[tuple[str | None, str | None, str]] = []
+
+    def fail(self, column: str | None, reason: str, value: str | None = None) -> None:
+        self.errors.append((column, value, reason))
+
+    def raw(self, column: str) -> str:
+        value = self.values.get(column)
+        if value is None:
+            return ""
+        if isinstance(value, str):
+            return value.strip()
+        return str(value)
+
+    def text(
+        self, column: str, *, required: bool = False, max_length: int | None = None
+    ) -> str:
+        value = self.raw(column)
+        if required and not value:
+            self.fail(column, "missing value", value)
+        elif max_length is not None and len(value) > max_length:
+            self.fail(column, f"longer than {max_length} characters", value)
+        return value
+
+    def date(self, column: str, *, required: bool = False) -> date | None:
+        value = self.raw(column)
+        if not value:
+            if required:
+                self.fail(column, "missing value", value)
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.fail(column, "invalid date; expected YYYY-MM-DD", value)
+            return None
+
+    def timestamp(self, column: str) -> datetime | None:
+        """Parse an ISO date or date and time; a value without a zone is UTC."""
+        value = self.raw(column)
+        if not value:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(column, "invalid date; expected YYYY-MM-DD", value)
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed
+
+    def decimal(
+        self, column: str, *, digits: tuple[int, int], required: bool = False
+    ) -> Decimal | None:
+        """Parse a non-negative plain number that fits ``NUMERIC(digits)``."""
+        value = self.raw(column)
+        if not value:
+            if required:
+                self.fail(column, "missing value", value)
+            return None
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            self.fail(column, "not a number", value)
+            return None
+        if not number.is_finite():
+            self.fail(column, "not a number", value)
+            return None
+        if number < 0:
+            self.fail(column, "negative number", value)
+            return None
+
+        precision, scale = digits
+        number = number.quantize(Decimal(1).scaleb(-scale))
+        if number >= Decimal(10) ** (precision - scale):
+            self.fail(
+                column,
+                f"too large; the maximum has {precision - scale} digits "
+                "before the decimal point",
+                value,
+            )
+            return None
+        return number
+
+    def integer(self, column: str) -> int | None:
+        """Parse a non-negative whole number, such as a count of employees."""
+        value = self.raw(column)
+        if not value:
+            return None
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            self.fail(column, "not a whole number", value)
+            return None
+        if not number.is_finite() or number != number.to_integral_value():
+            self.fail(column, "not a whole number", value)
+            return None
+        if not 0 <= number <= INTEGER_MAX:
+            self.fail(column, f"out of range; expected 0 to {INTEGER_MAX}", value)
+            return None
+        return int(number)
+
+    def choice(
+        self, column: str, mapping: Mapping[str, str], *, default: str | None = None
+    ) -> str | None:
+        """Map a value through ``mapping``, ignoring case and outer spaces.
+
+        An empty field returns ``default`` when it is given and is an error
+        otherwise.
+        """
+        value = self.raw(column)
+        if not value and default is not None:
+            return default
+        if not value:
+            self.fail(column, "missing value", value)
+            return None
+
+        folded = {key.casefold(): target for key, target in mapping.items()}
+        target = folded.get(value.casefold())
+        if target is None:
+            expected = ", ".join(mapping)
+            self.fail(column, f"unknown value; expected one of {expected}", value)
+        return target
+
+    def email(self, column: str, *, required: bool = False) -> str | None:
+        """Return the address in lower case, as addresses are compared here."""
+        value = self.raw(column)
+        if not value:
+            if required:
+                self.fail(column, "missing value", value)
+            return None
+        if not EMAIL_PATTERN.fullmatch(value) or len(value) > 254:
+            self.fail(column, "invalid email address", value)
+            return None
+        return value.lower()

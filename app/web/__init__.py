@@ -1,0 +1,1 @@
+"""Pieces every page shares: templates, errors, the live socket."""

@@ -1,0 +1,95 @@
+"""Error pages and messages: a 404 page, field errors, sign-in redirects."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.response import Redirect, Template
+
+from app.errors import EditConflict, FieldError, NotFound
+
+logger = logging.getLogger(__name__)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") or is_htmx(request)
+
+
+def toast_response(request: Request, message: str, status_code: int) -> Response:
+    """Show ``message`` as a toast on htmx requests, or as a page otherwise."""
+    if is_htmx(request):
+        return Template(
+            "_toast.html",
+            context={"message": message, "level": "error"},
+            status_code=status_code,
+        )
+    if wants_html(request):
+        return Template(
+            "error.html",
+            context={"message": message, "status_code": status_code},
+            status_code=status_code,
+        )
+    return Response(
+        {"detail": message}, status_code=status_code, media_type=MediaType.JSON
+    )
+
+
+def on_not_found(request: Request, error: NotFound | NotFoundException) -> Response:
+    if isinstance(error, NotFound):
+        message = f"{error.record_type.capitalize()} {error.record_id} was not found."
+    else:
+        message = f"No page at {request.url.path}."
+    return toast_response(request, message, 404)
+
+
+def on_field_error(request: Request, error: FieldError) -> Response:
+    logger.info("invalid input path=%s field=%s", request.url.path, error.field)
+    return toast_response(request, error.message, 422)
+
+
+def on_conflict(request: Request, error: EditConflict) -> Response:
+    return toast_response(request, str(error), 409)
+
+
+def on_not_authorized(request: Request, error: NotAuthorizedException) -> Response:
+    if is_htmx(request):
+        return Response(b"", status_code=401, headers={"HX-Redirect": "/login"})
+    if wants_html(request):
+        return Redirect(f"/login?next={request.url.path}")
+    return Response({"detail": "sign-in required"}, status_code=401)
+
+
+def on_http_error(request: Request, error: HTTPException) -> Response:
+    return toast_response(request, error.detail, error.status_code)
+
+
+def on_server_error(request: Request, error: Exception) -> Response:
+    error_id = uuid.uuid4().hex[:12]
+    user = request.scope.get("user")
+    logger.exception(
+        "request failed error_id=%s path=%s user_id=%s",
+        error_id,
+        request.url.path,
+        getattr(user, "id", None),
+    )
+    return toast_response(
+        request, f"Something went wrong on our side (error {error_id}).", 500
+    )
+
+
+EXCEPTION_HANDLERS = {
+    NotFound: on_not_found,
+    NotFoundException: on_not_found,
+    FieldError: on_field_error,
+    EditConflict: on_conflict,
+    NotAuthorizedException: on_not_authorized,
+    HTTPException: on_http_error,
+    500: on_server_error,
+}

@@ -1,0 +1,91 @@
+"""The one Jinja environment used by pages and by pushed fragments alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "app" / "static"
+
+# An en dash, shown where a field has no value.
+NO_VALUE = "\u2013"
+
+
+def money(value: Decimal | float | int | None) -> str:
+    if value is None:
+        return NO_VALUE
+    return f"${Decimal(value):,.0f}"
+
+
+def short_date(value: dt.date | None) -> str:
+    if value is None:
+        return NO_VALUE
+    return value.strftime("%d %b %Y")
+
+
+def age(value: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """Render how long ago ``value`` was, the way boards show it: 5m, 3h, 12d."""
+    if value is None:
+        return NO_VALUE
+    now = now or dt.datetime.now(dt.UTC)
+    seconds = max(0, int((now - value).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    days = seconds // 86400
+    return f"{days}d" if days < 365 else f"{days // 365}y"
+
+
+def form_value(value: Any) -> str:
+    """Render a stored value the way a form field and its base copy carry it."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def label(value: str | None) -> str:
+    return (value or "").replace("_", " ").capitalize()
+
+
+def initials(name: str | None) -> str:
+    parts = (name or "?").split()
+    return "".join(part[0] for part in parts[:2]).upper()
+
+
+def build_environment() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        enable_async=False,
+    )
+    environment.filters.update(
+        money=money,
+        short_date=short_date,
+        age=age,
+        form_value=form_value,
+        label=label,
+        initials=initials,
+    )
+    return environment
+
+
+environment = build_environment()
+
+
+def render(name: str, **context: Any) -> str:
+    """Render a template outside a request, as pushed fragments are."""
+    return environment.get_template(name).render(**context)
