@@ -56,11 +56,33 @@ def health() -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
-    await DB.start_connection_pool(min_size=2, max_size=20)
+    # A caller that opened the pool already (a test, a command) keeps it.
+    owns_pool = DB.pool is None
+    if owns_pool:
+        await DB.start_connection_pool(min_size=2, max_size=20)
     try:
         yield
     finally:
-        await DB.close_connection_pool()
+        if owns_pool:
+            await DB.close_connection_pool()
+
+
+@contextlib.asynccontextmanager
+async def queue_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Open the arq pool that web requests enqueue background jobs on."""
+    from arq import create_pool
+
+    from workers.connection import queue_name, redis_settings
+
+    settings = app.state.settings
+    app.state.arq = await create_pool(
+        redis_settings(settings.redis_url),
+        default_queue_name=queue_name(settings.redis_prefix),
+    )
+    try:
+        yield
+    finally:
+        await app.state.arq.aclose()
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -96,7 +118,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
-        lifespan=[database_lifespan, realtime_lifespan],
+        lifespan=[database_lifespan, queue_lifespan, realtime_lifespan],
         stores={"sessions": sessions},
         state=State({"settings": settings, "redis": redis}),
         on_app_init=[session_auth.on_app_init],

@@ -10,7 +10,7 @@ from app.auth.tables import Team, User
 async def people_choices() -> dict[str, list[dict[str, Any]]]:
     users = (
         await User.select(User.id, User.name)
-        .where(User.active == True)
+        .where(User.active.eq(True))
         .order_by(User.name)
     )
     teams = await Team.select(Team.id, Team.name).order_by(Team.name)

@@ -23,7 +23,7 @@ from app.errors import EditConflict, FieldError
 from app.fields import reference
 from app.merge import Conflict
 from app.people import people_choices
-from app.web.forms import FormData, form_edits
+from app.web.forms import FormData, edit_form_state, form_edits
 
 UserRequest = Request[CurrentUser, Any, Any]
 
@@ -218,23 +218,9 @@ async def deal_form_context(
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
-    """Build the edit form: stored values as base, typed ones kept where unsaved."""
-    conflicts = conflicts or []
-    values = {name: deal[name] for name in EDITABLE}
-    shown = dict(values)
-    unsaved = {conflict.field for conflict in conflicts}
-    if error is not None and typed is not None:
-        unsaved = set(EDITABLE)
-    for name in unsaved:
-        if typed is not None and name in typed:
-            shown[name] = typed[name]
     return {
         "deal": deal,
-        "base": values,
-        "values": shown,
-        "conflicts": conflicts,
-        "error": error,
-        "saved": saved and not conflicts,
+        **edit_form_state(deal, EDITABLE, typed, conflicts, error, saved),
         "stages": await queries.list_stages(deal["pipeline"]),
         **await people_choices(),
     }

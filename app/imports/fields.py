@@ -14,6 +14,13 @@ EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 INTEGER_MAX = 2**31 - 1
 
 
+def midnight(day: date | None) -> datetime | None:
+    """Return the start of ``day`` in UTC, for timestamps known only by date."""
+    if day is None:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 class RowValues:
     """Typed access to one row's fields.
 

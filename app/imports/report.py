@@ -49,6 +49,9 @@ class ImportReport:
     rows_failed: int = 0
     counts: dict[str, TableCounts] = field(default_factory=dict)
     errors: list[RowError] = field(default_factory=list)
+    # Problems with rows that were imported anyway, such as a link to a
+    # record that does not exist, which is left empty.
+    warnings: list[RowError] = field(default_factory=list)
     # Files in a given folder that match none of the source's formats.
     ignored_files: list[str] = field(default_factory=list)
     pipeline_ids: set[int] = field(default_factory=set)

@@ -27,6 +27,9 @@
         animation: 120,
         delay: 120,
         delayOnTouchOnly: true,
+        // Mouse and touch events instead of native drag and drop behave the
+        // same on phones, desktops and in automated browsers.
+        forceFallback: true,
         onEnd: function (event) {
           if (event.from === event.to) return;
           const card = event.item;

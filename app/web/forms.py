@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 
-from app.merge import Edit
+from app.errors import FieldError
+from app.merge import Conflict, Edit
 
 FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -32,3 +33,33 @@ def form_edits(
             new=parse(name, data[name]),
         )
     return edits
+
+
+def edit_form_state(
+    record: dict[str, Any],
+    editable: tuple[str, ...],
+    typed: dict[str, Any] | None = None,
+    conflicts: list[Conflict] | None = None,
+    error: FieldError | None = None,
+    saved: bool = False,
+) -> dict[str, Any]:
+    """Build an edit form's state: stored values as base, typed ones kept.
+
+    After a conflict or an invalid value the form shows what the user typed
+    in the fields that were not saved, so nothing they wrote is lost, while
+    its base copies move to the stored values: saving again keeps theirs.
+    """
+    conflicts = conflicts or []
+    base = {name: record[name] for name in editable}
+    shown = dict(base)
+    unsaved = set(editable) if error else {conflict.field for conflict in conflicts}
+    for name in unsaved:
+        if typed is not None and name in typed:
+            shown[name] = typed[name]
+    return {
+        "base": base,
+        "values": shown,
+        "conflicts": conflicts,
+        "error": error,
+        "saved": saved and not conflicts,
+    }

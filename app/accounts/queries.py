@@ -1,0 +1,234 @@
+"""Reading the account list, account pages and the deals and tickets of a record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.accounts.tables import Account
+from app.deals.tables import Deal
+from app.errors import NotFound
+from app.pagination import Page, PageRequest, contains_pattern
+from app.tickets.tables import Ticket
+
+# Ticket statuses that count as done; every other status is open.
+CLOSED_TICKET_STATUSES = ("solved", "closed")
+CLOSED_TICKET_SQL = ", ".join(f"'{status}'" for status in CLOSED_TICKET_STATUSES)
+
+# Case-insensitive, because the database collation may sort capitals first.
+ACCOUNT_ORDER = "lower(a.name), a.name, a.id"
+
+ACCOUNT_SQL = """
+    SELECT a.id, a.name, a.domain, a.industry, a.employees, a.annual_revenue,
+        a.year_established, a.phone, a.website, a.city, a.country,
+        a.parent, p.name AS parent_name, a.owner, u.name AS owner_name,
+        a.updated_at,
+        (SELECT count(*) FROM account s WHERE s.parent = a.id) AS subsidiary_count,
+        (SELECT count(*) FROM contact c WHERE c.account = a.id) AS contact_count,
+        (SELECT count(*) FROM deal d WHERE d.account = a.id) AS deal_count,
+        (SELECT count(*) FROM ticket t WHERE t.account = a.id) AS ticket_count
+    FROM account a
+    LEFT JOIN account p ON p.id = a.parent
+    LEFT JOIN app_user u ON u.id = a.owner
+    WHERE a.id = {}
+"""
+
+SUBSIDIARIES_SQL = f"""
+    SELECT a.id, a.name, a.industry, a.city, a.country
+    FROM account a
+    WHERE a.parent = {{}}
+    ORDER BY {ACCOUNT_ORDER}
+    LIMIT {{}} OFFSET {{}}
+"""
+
+CONTACTS_SQL = """
+    SELECT c.id, nullif(trim(c.first_name || ' ' || c.last_name), '') AS name,
+        c.email, c.phone, c.title
+    FROM contact c
+    WHERE c.account = {}
+    ORDER BY lower(c.last_name), lower(c.first_name), c.id
+    LIMIT {} OFFSET {}
+"""
+
+DEALS_SQL = """
+    SELECT d.id, d.name, d.amount, d.close_date, d.pipeline,
+        s.name AS stage_name, s.kind AS stage_kind, u.name AS owner_name
+    FROM deal d
+    JOIN stage s ON s.id = d.stage
+    LEFT JOIN app_user u ON u.id = d.owner
+    WHERE {link} = {{}}
+    ORDER BY d.created_at DESC, d.id DESC
+    LIMIT {{}} OFFSET {{}}
+"""
+
+TICKETS_SQL = """
+    SELECT t.id, t.subject, t.status, t.priority, u.name AS assignee_name
+    FROM ticket t
+    LEFT JOIN app_user u ON u.id = t.assignee
+    WHERE {link} = {{}}
+    ORDER BY t.created_at DESC, t.id DESC
+    LIMIT {{}} OFFSET {{}}
+"""
+
+DEAL_LINKS = {"account": "d.account", "contact": "d.contact"}
+TICKET_LINKS = {"account": "t.account", "requester": "t.requester"}
+
+
+@dataclass
+class AccountPage:
+    """An account and one page of each list its page shows."""
+
+    account: dict[str, Any]
+    subsidiaries: Page[dict[str, Any]]
+    contacts: Page[dict[str, Any]]
+    deals: Page[dict[str, Any]]
+    tickets: Page[dict[str, Any]]
+
+
+def list_sql(where: str) -> str:
+    """Build the account list query: one page first, then its open work."""
+    return f"""
+        WITH page AS (
+            SELECT a.id, a.name, a.domain, a.industry, a.city, a.country
+            FROM account a
+            WHERE {where}
+            ORDER BY {ACCOUNT_ORDER}
+            LIMIT {{}} OFFSET {{}}
+        ),
+        open_deals AS (
+            SELECT d.account, count(*) AS n, coalesce(sum(d.amount), 0) AS amount
+            FROM deal d
+            JOIN stage s ON s.id = d.stage
+            WHERE d.account IN (SELECT id FROM page) AND s.kind = 'open'
+            GROUP BY d.account
+        ),
+        open_tickets AS (
+            SELECT t.account, count(*) AS n
+            FROM ticket t
+            WHERE t.account IN (SELECT id FROM page)
+            AND t.status NOT IN ({CLOSED_TICKET_SQL})
+            GROUP BY t.account
+        )
+        SELECT a.*,
+            coalesce(od.n, 0) AS open_deal_count,
+            coalesce(od.amount, 0) AS open_amount,
+            coalesce(ot.n, 0) AS open_ticket_count
+        FROM page a
+        LEFT JOIN open_deals od ON od.account = a.id
+        LEFT JOIN open_tickets ot ON ot.account = a.id
+        ORDER BY {ACCOUNT_ORDER}
+    """
+
+
+def search_condition(search: str, args: list[object]) -> str:
+    """Return the WHERE condition for a search of name or domain, adding its args."""
+    if not search:
+        return "TRUE"
+    pattern = contains_pattern(search)
+    args.extend([pattern, pattern])
+    return "(a.name ILIKE {} OR a.domain ILIKE {})"
+
+
+async def search_accounts(search: str, paging: PageRequest) -> Page[dict[str, Any]]:
+    """List accounts by name whose name or domain contains ``search``.
+
+    Each row carries its number of open deals, their total amount and its
+    number of open tickets. An empty ``search`` lists every account.
+    """
+    args: list[object] = []
+    where = search_condition(search, args)
+    counted = await Account.raw(
+        f"SELECT count(*) AS n FROM account a WHERE {where}", *args
+    )
+    total = counted[0]["n"]
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+
+    rows = await Account.raw(list_sql(where), *args, paging.size, paging.offset)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def get_account(account_id: int) -> dict[str, Any]:
+    """Load an account with its parent's name and the sizes of its lists."""
+    rows = await Account.raw(ACCOUNT_SQL, account_id)
+    if not rows:
+        raise NotFound("account", account_id)
+    return rows[0]
+
+
+async def account_subsidiaries(
+    account_id: int, total: int, paging: PageRequest
+) -> Page[dict[str, Any]]:
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+    rows = await Account.raw(SUBSIDIARIES_SQL, account_id, paging.size, paging.offset)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def account_contacts(
+    account_id: int, total: int, paging: PageRequest
+) -> Page[dict[str, Any]]:
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+    rows = await Account.raw(CONTACTS_SQL, account_id, paging.size, paging.offset)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def related_deals(
+    link: Literal["account", "contact"],
+    record_id: int,
+    total: int,
+    paging: PageRequest,
+) -> Page[dict[str, Any]]:
+    """List the deals of an account or a contact, newest first.
+
+    ``total`` is the number of such deals, which the caller has counted.
+    """
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+    sql = DEALS_SQL.format(link=DEAL_LINKS[link])
+    rows = await Deal.raw(sql, record_id, paging.size, paging.offset)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def related_tickets(
+    link: Literal["account", "requester"],
+    record_id: int,
+    total: int,
+    paging: PageRequest,
+) -> Page[dict[str, Any]]:
+    """List the tickets of an account or of their requester, newest first.
+
+    ``total`` is the number of such tickets, which the caller has counted.
+    """
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+    sql = TICKETS_SQL.format(link=TICKET_LINKS[link])
+    rows = await Ticket.raw(sql, record_id, paging.size, paging.offset)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def load_account_page(
+    account_id: int,
+    subsidiaries: PageRequest,
+    contacts: PageRequest,
+    deals: PageRequest,
+    tickets: PageRequest,
+) -> AccountPage:
+    """Load an account and the requested page of each of its lists.
+
+    Raises NotFound for an unknown id. Runs one query for the account and
+    its list sizes, then one per list that has rows on the requested page.
+    """
+    account = await get_account(account_id)
+    return AccountPage(
+        account=account,
+        subsidiaries=await account_subsidiaries(
+            account_id, account["subsidiary_count"], subsidiaries
+        ),
+        contacts=await account_contacts(account_id, account["contact_count"], contacts),
+        deals=await related_deals("account", account_id, account["deal_count"], deals),
+        tickets=await related_tickets(
+            "account", account_id, account["ticket_count"], tickets
+        ),
+    )

@@ -1,0 +1,106 @@
+"""Reading the contact list and contact pages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.accounts.queries import related_deals, related_tickets
+from app.contacts.tables import Contact
+from app.errors import NotFound
+from app.pagination import Page, PageRequest, contains_pattern
+
+FULL_NAME = "(c.first_name || ' ' || c.last_name)"
+CONTACT_ORDER = "lower(c.last_name), lower(c.first_name), c.id"
+
+CONTACT_SQL = """
+    SELECT c.id, c.first_name, c.last_name,
+        nullif(trim(c.first_name || ' ' || c.last_name), '') AS name,
+        c.email, c.phone, c.title, c.lifecycle_stage,
+        c.account, a.name AS account_name, c.owner, u.name AS owner_name,
+        c.updated_at,
+        (SELECT count(*) FROM deal d WHERE d.contact = c.id) AS deal_count,
+        (SELECT count(*) FROM ticket t WHERE t.requester = c.id) AS ticket_count
+    FROM contact c
+    LEFT JOIN account a ON a.id = c.account
+    LEFT JOIN app_user u ON u.id = c.owner
+    WHERE c.id = {}
+"""
+
+
+@dataclass
+class ContactPage:
+    """A contact and one page of each list its page shows."""
+
+    contact: dict[str, Any]
+    deals: Page[dict[str, Any]]
+    tickets: Page[dict[str, Any]]
+
+
+def search_condition(search: str, args: list[object]) -> str:
+    """Return the WHERE condition for a search of name or email, adding its args.
+
+    The name searched is "first last", so a search for a full name matches.
+    """
+    if not search:
+        return "TRUE"
+    pattern = contains_pattern(search)
+    args.extend([pattern, pattern])
+    return f"({FULL_NAME} ILIKE {{}} OR c.email ILIKE {{}})"
+
+
+async def search_contacts(search: str, paging: PageRequest) -> Page[dict[str, Any]]:
+    """List contacts by last name whose name or email contains ``search``.
+
+    An empty ``search`` lists every contact.
+    """
+    args: list[object] = []
+    where = search_condition(search, args)
+    counted = await Contact.raw(
+        f"SELECT count(*) AS n FROM contact c WHERE {where}", *args
+    )
+    total = counted[0]["n"]
+    if paging.offset >= total:
+        return Page(rows=[], total=total, paging=paging)
+
+    rows = await Contact.raw(
+        f"""
+        SELECT c.id, nullif(trim({FULL_NAME}), '') AS name, c.email, c.title,
+            c.account, a.name AS account_name
+        FROM contact c
+        LEFT JOIN account a ON a.id = c.account
+        WHERE {where}
+        ORDER BY {CONTACT_ORDER}
+        LIMIT {{}} OFFSET {{}}
+        """,
+        *args,
+        paging.size,
+        paging.offset,
+    )
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def get_contact(contact_id: int) -> dict[str, Any]:
+    """Load a contact with their account's name and the sizes of their lists."""
+    rows = await Contact.raw(CONTACT_SQL, contact_id)
+    if not rows:
+        raise NotFound("contact", contact_id)
+    return rows[0]
+
+
+async def load_contact_page(
+    contact_id: int, deals: PageRequest, tickets: PageRequest
+) -> ContactPage:
+    """Load a contact, a page of their deals and a page of tickets they requested.
+
+    Raises NotFound for an unknown id. Runs one query for the contact and
+    the list sizes, then one per list that has rows on the requested page.
+    """
+    contact = await get_contact(contact_id)
+    return ContactPage(
+        contact=contact,
+        deals=await related_deals("contact", contact_id, contact["deal_count"], deals),
+        tickets=await related_tickets(
+            "requester", contact_id, contact["ticket_count"], tickets
+        ),
+    )

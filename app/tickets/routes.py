@@ -1,0 +1,186 @@
+"""Ticket board and ticket pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromQuery
+from litestar.response import Response, Template
+
+from app.auth.service import CurrentUser
+from app.boards import BoardFilter, Cursor
+from app.comments.service import add_comment, timeline
+from app.errors import EditConflict, FieldError
+from app.merge import Conflict
+from app.people import people_choices
+from app.tickets import queries
+from app.tickets.service import (
+    EDITABLE,
+    parse_ticket_field,
+    set_ticket_field,
+    update_ticket,
+)
+from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES
+from app.web.forms import FormData, edit_form_state, form_edits
+
+UserRequest = Request[CurrentUser, Any, Any]
+QUICK_FIELDS = ("status", "priority", "assignee")
+
+
+class TicketBoardController(Controller):
+    path = "/tickets"
+
+    @get("/")
+    async def board_page(
+        self, person: FromQuery[str | None] = None, team: FromQuery[str | None] = None
+    ) -> Template:
+        board_filter = BoardFilter.parse(person, team)
+        return Template(
+            "tickets/board.html",
+            context={
+                "board": await queries.get_board(board_filter),
+                **await people_choices(),
+                "live_topics": ["tickets"],
+                "live_filter": board_filter.key,
+            },
+        )
+
+    @get("/board")
+    async def board_fragment(
+        self, person: FromQuery[str | None] = None, team: FromQuery[str | None] = None
+    ) -> Template:
+        board = await queries.get_board(BoardFilter.parse(person, team))
+        return Template("tickets/_board.html", context={"board": board})
+
+    @get("/columns/{status:str}")
+    async def column_page(
+        self,
+        status: str,
+        after: FromQuery[str | None] = None,
+        person: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
+    ) -> Template:
+        if status not in STATUSES:
+            raise FieldError("status", status, f"must be one of {', '.join(STATUSES)}")
+        board_filter = BoardFilter.parse(person, team)
+        cards, next_cursor = await queries.column_cards(
+            status, board_filter, Cursor.parse(after)
+        )
+        return Template(
+            "tickets/_cards.html",
+            context={
+                "cards": cards,
+                "next_cursor": next_cursor,
+                "status": status,
+                "filter_key": board_filter.key,
+            },
+        )
+
+
+class TicketController(Controller):
+    path = "/tickets"
+
+    @get("/{ticket_id:int}")
+    async def ticket_page(self, ticket_id: int) -> Template:
+        ticket = await queries.get_ticket(ticket_id)
+        return Template(
+            "tickets/detail.html",
+            context={
+                "ticket": ticket,
+                "form": await ticket_form_context(ticket),
+                "comments": await timeline("ticket", ticket_id),
+                "live_topics": [f"ticket:{ticket_id}"],
+            },
+        )
+
+    @get("/{ticket_id:int}/form")
+    async def ticket_form(self, ticket_id: int) -> Template:
+        ticket = await queries.get_ticket(ticket_id)
+        return Template(
+            "tickets/_form.html", context={"form": await ticket_form_context(ticket)}
+        )
+
+    @post("/{ticket_id:int}")
+    async def edit_ticket(
+        self, request: UserRequest, ticket_id: int, data: FormData
+    ) -> Template:
+        try:
+            edits = form_edits(data, EDITABLE, parse_ticket_field)
+            result = await update_ticket(ticket_id, edits, request.user.id)
+        except FieldError as error:
+            ticket = await queries.get_ticket(ticket_id)
+            context = await ticket_form_context(ticket, typed=data, error=error)
+            return Template(
+                "tickets/_form.html", context={"form": context}, status_code=422
+            )
+
+        ticket = await queries.get_ticket(ticket_id)
+        context = await ticket_form_context(
+            ticket, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
+        )
+        return Template("tickets/_form.html", context={"form": context})
+
+    @post("/{ticket_id:int}/fields/{name:str}")
+    async def quick_change(
+        self, request: UserRequest, ticket_id: int, name: str, data: FormData
+    ) -> Response:
+        """Change status, priority or assignee from a board card."""
+        if name not in QUICK_FIELDS:
+            raise FieldError("field", name, f"must be one of {', '.join(QUICK_FIELDS)}")
+        try:
+            await set_ticket_field(
+                ticket_id,
+                name,
+                data.get(name),
+                data.get(f"from_{name}"),
+                request.user.id,
+            )
+        except (EditConflict, FieldError) as error:
+            return await refused_change(ticket_id, error)
+        return Response(b"", status_code=204)
+
+    @post("/{ticket_id:int}/comments")
+    async def comment(
+        self, request: UserRequest, ticket_id: int, data: FormData
+    ) -> Template:
+        await add_comment("ticket", ticket_id, data.get("body", ""), request.user.id)
+        return Template(
+            "comments/_form.html", context={"action": f"/tickets/{ticket_id}/comments"}
+        )
+
+
+async def refused_change(ticket_id: int, error: EditConflict | FieldError) -> Template:
+    """Put the card back as the server has it and say why the change failed."""
+    ticket = await queries.get_ticket(ticket_id)
+    if isinstance(error, EditConflict):
+        conflict: Conflict = error.conflicts[0]
+        who = conflict.changed_by or "Someone"
+        message = (
+            f"{who} changed the {conflict.field} of “{ticket['subject']}” "
+            f"to {conflict.theirs or 'nobody'} meanwhile."
+        )
+    else:
+        message = error.message
+    return Template(
+        "tickets/_change_refused.html",
+        context={"ticket": ticket, "message": message},
+        status_code=409,
+    )
+
+
+async def ticket_form_context(
+    ticket: dict[str, Any],
+    typed: dict[str, Any] | None = None,
+    conflicts: list[Conflict] | None = None,
+    error: FieldError | None = None,
+    saved: bool = False,
+) -> dict[str, Any]:
+    return {
+        "ticket": ticket,
+        **edit_form_state(ticket, EDITABLE, typed, conflicts, error, saved),
+        "statuses": STATUSES,
+        "priorities": PRIORITIES,
+        "channels": CHANNELS,
+        **await people_choices(),
+    }

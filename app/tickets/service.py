@@ -1,0 +1,103 @@
+"""Changing tickets: every page, API call and job that edits one comes here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from app import fields
+from app.auth.tables import User
+from app.errors import EditConflict, FieldError
+from app.events.service import change_set
+from app.merge import Edit, MergeResult, merge_edit
+from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES, Ticket
+
+logger = logging.getLogger(__name__)
+
+EDITABLE = (
+    "subject",
+    "description",
+    "status",
+    "priority",
+    "assignee",
+    "type",
+    "channel",
+)
+MAX_DESCRIPTION = 50_000
+
+
+def ticket_topics(ticket_id: int) -> list[str]:
+    return ["tickets", f"ticket:{ticket_id}"]
+
+
+def parse_ticket_field(name: str, raw: str | None) -> Any:
+    if name == "subject":
+        return fields.text("subject", raw, required=True)
+    if name == "description":
+        return fields.text("description", raw, max_length=MAX_DESCRIPTION)
+    if name == "status":
+        return fields.choice("status", raw, STATUSES)
+    if name == "priority":
+        return fields.choice("priority", raw, PRIORITIES)
+    if name == "channel":
+        return fields.choice("channel", raw, CHANNELS)
+    if name == "type":
+        return fields.text("type", raw, max_length=60)
+    if name == "assignee":
+        return fields.reference("assignee", raw)
+    raise FieldError(name, raw, "is not an editable ticket field")
+
+
+async def check_assignee(values: dict[str, Any]) -> None:
+    assignee = values.get("assignee")
+    if assignee is not None and not await User.exists().where(User.id == assignee):
+        raise FieldError("assignee", assignee, "is not a user")
+
+
+async def update_ticket(
+    ticket_id: int, edits: dict[str, Edit], actor_id: int | None
+) -> MergeResult:
+    """Apply an edit to a ticket, merging it with changes made since its base."""
+    await check_assignee({name: edit.new for name, edit in edits.items()})
+
+    async with change_set(actor_id) as changes:
+        also_set = {"status": {"status_changed_at": dt.datetime.now(dt.UTC)}}
+        result = await merge_edit(Ticket, ticket_id, edits, changes, also_set)
+        if result.applied:
+            changes.add(
+                "ticket.updated",
+                "ticket",
+                ticket_id,
+                ticket_topics(ticket_id),
+                result.applied,
+            )
+
+    logger.info(
+        "ticket updated ticket_id=%s user_id=%s fields=%s conflicts=%s",
+        ticket_id,
+        actor_id,
+        sorted(result.applied),
+        [conflict.field for conflict in result.conflicts],
+    )
+    return result
+
+
+async def set_ticket_field(
+    ticket_id: int,
+    name: str,
+    raw: str | None,
+    base_raw: str | None,
+    actor_id: int | None,
+) -> MergeResult:
+    """Change one field from a board card or a quick action.
+
+    Raises EditConflict when someone else changed that field since ``base_raw``.
+    """
+    edit = Edit(
+        base=parse_ticket_field(name, base_raw), new=parse_ticket_field(name, raw)
+    )
+    result = await update_ticket(ticket_id, {name: edit}, actor_id)
+    if result.conflicts:
+        raise EditConflict("ticket", ticket_id, result.conflicts)
+    return result

@@ -1,0 +1,105 @@
+"""Two people on one board: what one does, the other sees within a second."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import signed_in_page, wait_live
+from tests.factories import make_deal, make_pipeline, make_ticket, make_user
+
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+
+LIVE_TIMEOUT_MS = 1000
+
+
+async def test_dragged_deal_moves_on_other_board(browser, server) -> None:
+    pipeline = await make_pipeline()
+    deal_id = await make_deal(pipeline, stage_index=0, amount="4200")
+    await make_deal(pipeline, stage_index=1, amount="800")
+    first, second = pipeline["stages"][:2]
+    rep = await make_user("sales_rep")
+    manager = await make_user("sales_manager")
+    rep_context, rep_page = await signed_in_page(browser, server, rep.email)
+    manager_context, manager_page = await signed_in_page(browser, server, manager.email)
+    board = f"/pipelines/{pipeline['id']}"
+    await rep_page.goto(board)
+    await manager_page.goto(board)
+    await wait_live(rep_page)
+    await wait_live(manager_page)
+    assert await manager_page.text_content(f"#stage-{second}-head .total") == "$800"
+
+    card = rep_page.locator(f"#deal-{deal_id}")
+    target = rep_page.locator(f"#stage-{second}-cards")
+    card_box = await card.bounding_box()
+    target_box = await target.bounding_box()
+    assert card_box and target_box
+    await rep_page.mouse.move(card_box["x"] + 20, card_box["y"] + 10)
+    await rep_page.mouse.down()
+    await rep_page.mouse.move(target_box["x"] + 30, target_box["y"] + 40, steps=12)
+    await rep_page.mouse.up()
+
+    moved = manager_page.locator(f"#stage-{second}-cards #deal-{deal_id}")
+    await moved.wait_for(timeout=LIVE_TIMEOUT_MS)
+    await manager_page.wait_for_function(
+        f"document.querySelector('#stage-{second}-head .total').textContent === '$5,000'",
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    assert await manager_page.text_content(f"#stage-{first}-head .total") == "$0"
+    assert (
+        await manager_page.locator(f"#stage-{first}-cards #deal-{deal_id}").count() == 0
+    )
+
+    await rep_context.close()
+    await manager_context.close()
+
+
+async def test_ticket_status_change_moves_card(browser, server) -> None:
+    ticket_id = await make_ticket("new")
+    agent = await make_user("support_agent")
+    lead = await make_user("support_lead")
+    agent_context, agent_page = await signed_in_page(browser, server, agent.email)
+    lead_context, lead_page = await signed_in_page(browser, server, lead.email)
+    await agent_page.goto("/tickets")
+    await lead_page.goto("/tickets")
+    await wait_live(agent_page)
+    await wait_live(lead_page)
+    pending_before = int(await lead_page.text_content("#status-pending-head .count"))
+
+    await agent_page.select_option(
+        f"#ticket-{ticket_id} select[name=status]", "pending"
+    )
+
+    await lead_page.locator(f"#status-pending-cards #ticket-{ticket_id}").wait_for(
+        timeout=LIVE_TIMEOUT_MS
+    )
+    await lead_page.wait_for_function(
+        f"document.querySelector('#status-pending-head .count').textContent === '{pending_before + 1}'",
+        timeout=LIVE_TIMEOUT_MS,
+    )
+    await agent_context.close()
+    await lead_context.close()
+
+
+async def test_new_comment_appears_on_other_ticket_page(browser, server) -> None:
+    ticket_id = await make_ticket("open")
+    agent = await make_user("support_agent")
+    colleague = await make_user("support_agent")
+    agent_context, agent_page = await signed_in_page(browser, server, agent.email)
+    colleague_context, colleague_page = await signed_in_page(
+        browser, server, colleague.email
+    )
+    await agent_page.goto(f"/tickets/{ticket_id}")
+    await colleague_page.goto(f"/tickets/{ticket_id}")
+    await wait_live(agent_page)
+    await wait_live(colleague_page)
+
+    await agent_page.fill("textarea[name=body]", "Customer confirmed the fix works.")
+    await agent_page.click(".comment-form button[type=submit]")
+
+    comment = colleague_page.locator(
+        "#comments .comment", has_text="Customer confirmed the fix works."
+    )
+    await comment.wait_for(timeout=LIVE_TIMEOUT_MS)
+    assert agent.name in await comment.text_content()
+    await agent_context.close()
+    await colleague_context.close()

@@ -1,0 +1,1 @@
+"""arq tasks; each calls the same services the web uses."""

@@ -1,0 +1,13 @@
+"""How the web and the worker reach the arq queue."""
+
+from __future__ import annotations
+
+from arq.connections import RedisSettings
+
+
+def queue_name(prefix: str) -> str:
+    return f"{prefix}arq:queue"
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
