@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         logging_config=LoggingConfig(
             root={"level": "INFO", "handlers": ["queue_listener"]},
-            log_exceptions="always",
+            log_exceptions="never",
         ),
         debug=settings.debug,
     )

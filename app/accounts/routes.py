@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from app.accounts import queries
@@ -30,7 +30,7 @@ class AccountController(Controller):
     @get("/{account_id:int}")
     async def account_page(
         self,
-        account_id: int,
+        account_id: FromPath[int],
         subsidiaries_page: FromQuery[str | None] = None,
         contacts_page: FromQuery[str | None] = None,
         deals_page: FromQuery[str | None] = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Template
 
 from app.contacts import queries
@@ -30,7 +30,7 @@ class ContactController(Controller):
     @get("/{contact_id:int}")
     async def contact_page(
         self,
-        contact_id: int,
+        contact_id: FromPath[int],
         deals_page: FromQuery[str | None] = None,
         tickets_page: FromQuery[str | None] = None,
     ) -> Template:

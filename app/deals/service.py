@@ -9,7 +9,7 @@ from typing import Any
 from app import fields
 from app.auth.tables import User
 from app.deals.tables import Deal, Stage
-from app.errors import EditConflict, FieldError
+from app.errors import EditConflict, FieldError, NotFound
 from app.events.service import change_set
 from app.merge import Edit, MergeResult, merge_edit
 
@@ -59,18 +59,16 @@ async def update_deal(
     Fields that someone else changed meanwhile are left as they are and
     returned in ``conflicts``; the rest apply in the same transaction.
     """
+    deal = await Deal.select(Deal.pipeline).where(Deal.id == deal_id).first()
+    if deal is None:
+        raise NotFound("deal", deal_id)
+    await check_references(
+        deal["pipeline"], {name: edit.new for name, edit in edits.items()}
+    )
+
     async with change_set(actor_id) as changes:
         also_set = {"stage": {"stage_entered_at": dt.datetime.now(dt.UTC)}}
         result = await merge_edit(Deal, deal_id, edits, changes, also_set)
-        await check_references(
-            result.before["pipeline"], {name: edit.new for name, edit in edits.items()}
-        )
-        if "stage" not in result.applied:
-            result.after["stage_entered_at"] = result.before["stage_entered_at"]
-            if "stage_entered_at" in also_set and result.applied:
-                await Deal.update(
-                    {Deal.stage_entered_at: result.before["stage_entered_at"]}
-                ).where(Deal.id == deal_id)
         if result.applied:
             changes.add(
                 "deal.updated",

@@ -15,7 +15,7 @@ class CsvReader:
 
     ``line`` is the 1-based line number in the file of the row's first line, so
     that it stays right after quoted fields that span several lines. The header
-    is line 1. ``values`` maps every header name to the field's text; ragged
+    is line 1. ``values`` maps every header name to the field's text, and ragged
     rows with fewer fields get ``""`` for the missing ones.
 
     The file is UTF-8, with or without a byte order mark, and may end its lines
@@ -60,8 +60,8 @@ class CsvReader:
                     yield first_line, dict(zip(self.header, fields, strict=False))
             except UnicodeDecodeError as error:
                 raise ImportFileError(
-                    f"{self.path.name} is not valid UTF-8: {error}; "
-                    "save it as UTF-8 and import it again"
+                    f"{self.path.name} is not valid UTF-8 ({error}). "
+                    "Save it as UTF-8 and import it again."
                 ) from None
             except csv.Error as error:
                 raise ImportFileError(
@@ -81,8 +81,8 @@ def read_header(path: Path) -> list[str]:
             fields = next(csv.reader(handle), None)
         except UnicodeDecodeError as error:
             raise ImportFileError(
-                f"{path.name} is not valid UTF-8: {error}; "
-                "save it as UTF-8 and import it again"
+                f"{path.name} is not valid UTF-8 ({error}). "
+                "Save it as UTF-8 and import it again."
             ) from None
         except csv.Error as error:
             raise ImportFileError(
@@ -90,7 +90,7 @@ def read_header(path: Path) -> list[str]:
             ) from None
 
     if not fields:
-        raise ImportFileError(f"{path.name} is empty; expected a header line")
+        raise ImportFileError(f"{path.name} is empty, so it has no header line")
 
     names = [name.strip() for name in fields]
     while names and not names[-1]:
@@ -105,7 +105,7 @@ def read_header(path: Path) -> list[str]:
 
 
 def count_rows(path: Path) -> int:
-    """Read the whole file and return the number of rows ``CsvReader`` yields.
+    """Read the whole file and return its number of data rows, rejected ones included.
 
     Reading every row first also finds encoding and quoting errors before an
     import writes anything.
@@ -116,5 +116,5 @@ def count_rows(path: Path) -> int:
 
 def open_text(path: Path) -> io.TextIOWrapper:
     # newline="" hands CR and LF to the csv module untouched, so quoted fields
-    # keep their own line breaks; utf-8-sig drops a byte order mark.
+    # keep their own line breaks. utf-8-sig drops a byte order mark.
     return open(path, encoding="utf-8-sig", newline="")

@@ -8,10 +8,26 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from piccolo.columns import Numeric, Varchar
+
+from app.db import Tracked
+
 # Deliberately loose: one "@", no spaces, a dot in the domain. Mail servers
-# are the real check; this only catches values from the wrong column.
+# do the real check, so this only catches values from the wrong column.
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 INTEGER_MAX = 2**31 - 1
+
+
+def limit(column: Varchar) -> int:
+    """Return the maximum length of a VARCHAR column."""
+    if column.length is None:
+        raise TypeError(f"{column._meta.name} has no maximum length")
+    return column.length
+
+
+def key_limit(prefix: str) -> int:
+    """Return the longest source id that fits ``external_key`` after ``prefix``."""
+    return limit(Tracked.external_key) - len(prefix)
 
 
 def midnight(day: date | None) -> datetime | None:
@@ -32,17 +48,25 @@ class RowValues:
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.values = values
         self.errors: list[tuple[str | None, str | None, str]] = []
+        self.nul_columns: set[str] = set()
 
     def fail(self, column: str | None, reason: str, value: str | None = None) -> None:
         self.errors.append((column, value, reason))
 
     def raw(self, column: str) -> str:
+        """Return the field's text without outer spaces, unchecked.
+
+        A NUL character is always an error, because PostgreSQL text cannot
+        hold one.
+        """
         value = self.values.get(column)
         if value is None:
             return ""
-        if isinstance(value, str):
-            return value.strip()
-        return str(value)
+        text = value.strip() if isinstance(value, str) else str(value)
+        if "\x00" in text and column not in self.nul_columns:
+            self.nul_columns.add(column)
+            self.fail(column, "contains a NUL character", text.replace("\x00", ""))
+        return text
 
     def text(
         self, column: str, *, required: bool = False, max_length: int | None = None
@@ -63,27 +87,27 @@ class RowValues:
         try:
             return date.fromisoformat(value)
         except ValueError:
-            self.fail(column, "invalid date; expected YYYY-MM-DD", value)
+            self.fail(column, "invalid date, expected YYYY-MM-DD", value)
             return None
 
     def timestamp(self, column: str) -> datetime | None:
-        """Parse an ISO date or date and time; a value without a zone is UTC."""
+        """Parse an ISO date, or date and time. A value without a zone is UTC."""
         value = self.raw(column)
         if not value:
             return None
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            self.fail(column, "invalid date; expected YYYY-MM-DD", value)
+            self.fail(column, "invalid date, expected YYYY-MM-DD", value)
             return None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return parsed
 
     def decimal(
-        self, column: str, *, digits: tuple[int, int], required: bool = False
+        self, column: str, *, fits: Numeric, required: bool = False
     ) -> Decimal | None:
-        """Parse a non-negative plain number that fits ``NUMERIC(digits)``."""
+        """Parse a non-negative plain number that the NUMERIC column ``fits`` holds."""
         value = self.raw(column)
         if not value:
             if required:
@@ -101,12 +125,14 @@ class RowValues:
             self.fail(column, "negative number", value)
             return None
 
-        precision, scale = digits
+        if fits.digits is None:
+            raise TypeError(f"{fits._meta.name} has no precision")
+        precision, scale = fits.digits
         number = number.quantize(Decimal(1).scaleb(-scale))
         if number >= Decimal(10) ** (precision - scale):
             self.fail(
                 column,
-                f"too large; the maximum has {precision - scale} digits "
+                f"too large, at most {precision - scale} digits "
                 "before the decimal point",
                 value,
             )
@@ -127,7 +153,7 @@ class RowValues:
             self.fail(column, "not a whole number", value)
             return None
         if not 0 <= number <= INTEGER_MAX:
-            self.fail(column, f"out of range; expected 0 to {INTEGER_MAX}", value)
+            self.fail(column, f"out of range, expected 0 to {INTEGER_MAX}", value)
             return None
         return int(number)
 
@@ -150,7 +176,7 @@ class RowValues:
         target = folded.get(value.casefold())
         if target is None:
             expected = ", ".join(mapping)
-            self.fail(column, f"unknown value; expected one of {expected}", value)
+            self.fail(column, f"unknown value, expected one of {expected}", value)
         return target
 
     def email(self, column: str, *, required: bool = False) -> str | None:

@@ -18,7 +18,7 @@ from app.comments.tables import Comment
 from app.contacts.tables import Contact
 from app.deals.tables import Deal, Pipeline, Stage
 from app.imports.csvfiles import CsvReader
-from app.imports.fields import EMAIL_PATTERN, RowValues, midnight
+from app.imports.fields import EMAIL_PATTERN, RowValues, key_limit, limit, midnight
 from app.imports.runner import (
     Batch,
     ImportRun,
@@ -87,7 +87,7 @@ TICKET_CHANNELS = {
     "Social Media": "social",
     "Form": "web",
 }
-KEY_LENGTH = Account.external_key.length - len(PREFIX)
+KEY_LENGTH = key_limit(PREFIX)
 
 
 def recognise(paths: list[Path]) -> SourceFiles:
@@ -102,24 +102,29 @@ async def import_files(files: SourceFiles, run: ImportRun) -> None:
     owners = await import_owners(files, run)
 
     for path in files.paths("companies"):
-        await run.run(step(path, prepare_company, write_companies(owners)))
+        await run.run(step(path, "companies", prepare_company, write_companies(owners)))
     for path in files.paths("contacts"):
-        await run.run(step(path, prepare_contact, write_contacts(owners)))
+        await run.run(step(path, "contacts", prepare_contact, write_contacts(owners)))
 
     deal_paths = files.paths("deals")
     if deal_paths:
         pipelines = await ensure_pipelines(deal_paths, run)
         for path in deal_paths:
-            await run.run(step(path, prepare_deal, write_deals(owners, pipelines)))
+            await run.run(
+                step(path, "deals", prepare_deal, write_deals(owners, pipelines))
+            )
 
     for path in files.paths("tickets"):
-        await run.run(step(path, prepare_ticket, write_tickets(owners)))
+        await run.run(step(path, "tickets", prepare_ticket, write_tickets(owners)))
     for path in files.paths("activities"):
-        await run.run(step(path, prepare_activity, write_activities(owners)))
+        await run.run(
+            step(path, "activities", prepare_activity, write_activities(owners))
+        )
 
 
 def step(
     path: Path,
+    kind: str,
     prepare: Callable[[RowValues], dict[str, Any]],
     write: Callable[[Batch], Any],
 ) -> Step:
@@ -129,7 +134,8 @@ def step(
         reader,
         prepare,
         write,
-        key_column=reader.header[0],
+        # The first required column of each format is its record id.
+        key_column=FORMATS[kind][0],
         unreadable=reader.rejected,
     )
 
@@ -152,7 +158,7 @@ async def import_owners(files: SourceFiles, run: ImportRun) -> dict[str, int]:
         for path in files.paths(kind):
             for _, values in CsvReader(path):
                 email = values.get(column, "").strip().lower()
-                if EMAIL_PATTERN.fullmatch(email) and len(email) <= User.email.length:
+                if EMAIL_PATTERN.fullmatch(email) and len(email) <= limit(User.email):
                     roles.setdefault(email, (name_from_email(email), role))
 
     rows: list[dict[str, Any]] = []
@@ -173,7 +179,7 @@ async def ensure_pipelines(
     for path in paths:
         for _, values in CsvReader(path):
             name = values.get("Pipeline", "").strip()
-            if name and len(name) <= Pipeline.name.length:
+            if name and len(name) <= limit(Pipeline.name):
                 names.add(name)
 
     pipelines: dict[str, PipelineStages] = {}
@@ -191,24 +197,18 @@ async def ensure_pipelines(
 
 def prepare_company(fields: RowValues) -> dict[str, Any]:
     return {
-        "external_key": PREFIX
-        + fields.text("Company ID", required=True, max_length=KEY_LENGTH),
+        "external_key": record_key(fields, "Company ID"),
         "name": fields.text(
-            "Company Name", required=True, max_length=Account.name.length
+            "Company Name", required=True, max_length=limit(Account.name)
         ),
-        "domain": fields.text(
-            "Company Domain Name", max_length=Account.domain.length
-        ).lower()
-        or None,
-        "industry": fields.text("Industry", max_length=Account.industry.length),
+        "domain": domain(fields, "Company Domain Name"),
+        "industry": fields.text("Industry", max_length=limit(Account.industry)),
         "employees": fields.integer("Number of Employees"),
-        "annual_revenue": fields.decimal(
-            "Annual Revenue", digits=Account.annual_revenue.digits
-        ),
-        "phone": fields.text("Phone Number", max_length=Account.phone.length),
-        "website": fields.text("Website", max_length=Account.website.length),
-        "city": fields.text("City", max_length=Account.city.length),
-        "country": fields.text("Country", max_length=Account.country.length),
+        "annual_revenue": fields.decimal("Annual Revenue", fits=Account.annual_revenue),
+        "phone": fields.text("Phone Number", max_length=limit(Account.phone)),
+        "website": fields.text("Website", max_length=limit(Account.website)),
+        "city": fields.text("City", max_length=limit(Account.city)),
+        "country": fields.text("Country", max_length=limit(Account.country)),
         "owner": fields.email("Company Owner"),
         "created_at": fields.timestamp("Create Date"),
     }
@@ -227,20 +227,19 @@ def write_companies(owners: dict[str, int]) -> Callable[[Batch], Any]:
 
 def prepare_contact(fields: RowValues) -> dict[str, Any]:
     phone = fields.raw("Phone Number") or fields.raw("Mobile Phone Number")
-    if len(phone) > Contact.phone.length:
+    if len(phone) > limit(Contact.phone):
         fields.fail(
-            "Phone Number", f"longer than {Contact.phone.length} characters", phone
+            "Phone Number", f"longer than {limit(Contact.phone)} characters", phone
         )
     return {
-        "external_key": PREFIX
-        + fields.text("Contact ID", required=True, max_length=KEY_LENGTH),
-        "first_name": fields.text("First Name", max_length=Contact.first_name.length),
-        "last_name": fields.text("Last Name", max_length=Contact.last_name.length),
+        "external_key": record_key(fields, "Contact ID"),
+        "first_name": fields.text("First Name", max_length=limit(Contact.first_name)),
+        "last_name": fields.text("Last Name", max_length=limit(Contact.last_name)),
         "email": fields.email("Email"),
         "phone": phone,
-        "title": fields.text("Job Title", max_length=Contact.title.length),
+        "title": fields.text("Job Title", max_length=limit(Contact.title)),
         "lifecycle_stage": fields.text(
-            "Lifecycle Stage", max_length=Contact.lifecycle_stage.length
+            "Lifecycle Stage", max_length=limit(Contact.lifecycle_stage)
         ),
         "account": domain(fields, "Associated Company Domain"),
         "owner": fields.email("Contact Owner"),
@@ -275,19 +274,16 @@ def write_contacts(owners: dict[str, int]) -> Callable[[Batch], Any]:
 
 
 def prepare_deal(fields: RowValues) -> dict[str, Any]:
-    close_date = fields.date("Close Date")
-    created_at = fields.timestamp("Create Date")
     return {
-        "external_key": PREFIX
-        + fields.text("Deal ID", required=True, max_length=KEY_LENGTH),
-        "name": fields.text("Deal Name", required=True, max_length=Deal.name.length),
+        "external_key": record_key(fields, "Deal ID"),
+        "name": fields.text("Deal Name", required=True, max_length=limit(Deal.name)),
         "pipeline": fields.text(
-            "Pipeline", required=True, max_length=Pipeline.name.length
+            "Pipeline", required=True, max_length=limit(Pipeline.name)
         ),
         "stage": fields.text("Deal Stage", required=True),
-        "amount": fields.decimal("Amount", digits=Deal.amount.digits),
-        "close_date": close_date,
-        "created_at": created_at,
+        "amount": fields.decimal("Amount", fits=Deal.amount),
+        "close_date": fields.date("Close Date"),
+        "created_at": fields.timestamp("Create Date"),
         "account": domain(fields, "Associated Company Domain"),
         "contact": fields.email("Associated Contact Email"),
         "owner": fields.email("Deal Owner"),
@@ -317,7 +313,7 @@ def write_deals(
                     line,
                     "Deal Stage",
                     record["stage"],
-                    f"unknown stage; expected one of {', '.join(stages.stage_ids)}",
+                    f"unknown stage, expected one of {', '.join(stages.stage_ids)}",
                 )
                 continue
 
@@ -365,14 +361,13 @@ def prepare_ticket(fields: RowValues) -> dict[str, Any]:
     created_at = fields.timestamp("Create Date")
     last_activity = fields.timestamp("Last Activity Date")
     closed_at = fields.timestamp("Close Date")
-    changed_at = (
-        (closed_at if status == "closed" else None) or last_activity or created_at
-    )
+    changed_at = last_activity or created_at
+    if status == "closed" and closed_at is not None:
+        changed_at = closed_at
     return {
-        "external_key": PREFIX
-        + fields.text("Ticket ID", required=True, max_length=KEY_LENGTH),
+        "external_key": record_key(fields, "Ticket ID"),
         "subject": fields.text(
-            "Ticket Name", required=True, max_length=Ticket.subject.length
+            "Ticket Name", required=True, max_length=limit(Ticket.subject)
         ),
         "description": fields.raw("Ticket Description"),
         "status": status,
@@ -448,8 +443,7 @@ def prepare_activity(fields: RowValues) -> dict[str, Any]:
     heading = f"{kind}: {title}" if title else kind
     parts = [heading, "\n".join(details), fields.raw("Notes/Description")]
     return {
-        "external_key": PREFIX
-        + fields.text("Activity ID", required=True, max_length=KEY_LENGTH),
+        "external_key": record_key(fields, "Activity ID"),
         "body": "\n\n".join(part for part in parts if part),
         "created_at": fields.timestamp("Activity Date"),
         "contact": fields.email("Associated Contact Email", required=True),
@@ -460,8 +454,9 @@ def prepare_activity(fields: RowValues) -> dict[str, Any]:
 def write_activities(owners: dict[str, int]) -> Callable[[Batch], Any]:
     """Store each activity as a comment on its contact's most recent deal.
 
-    An activity whose contact is unknown or has no deal is not imported,
-    because a comment must belong to a deal or a ticket.
+    An activity names only a contact, but a comment must belong to a deal or
+    a ticket. So an activity whose contact is unknown or has no deal is not
+    imported, and the report says why.
     """
 
     async def write(batch: Batch) -> None:
@@ -479,7 +474,7 @@ def write_activities(owners: dict[str, int]) -> Callable[[Batch], Any]:
                     line,
                     "Associated Contact Email",
                     record["contact"],
-                    "unknown contact; no contact has this email",
+                    "unknown contact, no contact has this email",
                 )
                 continue
             deal_id = deals.get(contact_id)
@@ -505,8 +500,12 @@ def write_activities(owners: dict[str, int]) -> Callable[[Batch], Any]:
     return write
 
 
+def record_key(fields: RowValues, column: str) -> str:
+    return PREFIX + fields.text(column, required=True, max_length=KEY_LENGTH)
+
+
 def domain(fields: RowValues, column: str) -> str | None:
-    return fields.text(column).lower() or None
+    return fields.text(column, max_length=limit(Account.domain)).lower() or None
 
 
 def link(

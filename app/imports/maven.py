@@ -15,7 +15,7 @@ from app.accounts.tables import Account
 from app.auth.tables import Team, TeamMember, User
 from app.deals.tables import Deal, Pipeline, Product, Stage
 from app.imports.csvfiles import CsvReader
-from app.imports.fields import RowValues, midnight
+from app.imports.fields import RowValues, key_limit, limit, midnight
 from app.imports.report import RowError
 from app.imports.runner import (
     Batch,
@@ -67,8 +67,8 @@ STAGES = (
     StageSpec("Won", "won", 100),
     StageSpec("Lost", "lost", 0),
 )
-# The longest source id that still fits external_key after "maven:".
-KEYED_NAME_LENGTH = Account.external_key.length - len(SOURCE) - 1
+# The maximum length of a source id that still fits external_key after "maven:".
+KEYED_NAME_LENGTH = key_limit(f"{SOURCE}:")
 # Sales agents and managers have no email in the files. Addresses under the
 # reserved .example domain identify them without reaching anyone.
 EMAIL_DOMAIN = "maven.example"
@@ -105,10 +105,10 @@ async def import_products(path: Path, run: ImportRun) -> None:
     def prepare(fields: RowValues) -> dict[str, Any]:
         return {
             "name": fields.text(
-                "product", required=True, max_length=Product.name.length
+                "product", required=True, max_length=limit(Product.name)
             ),
-            "series": fields.text("series", max_length=Product.series.length),
-            "price": fields.decimal("sales_price", digits=Product.price.digits),
+            "series": fields.text("series", max_length=limit(Product.series)),
+            "price": fields.decimal("sales_price", fits=Product.price),
         }
 
     async def write(batch: Batch) -> None:
@@ -133,12 +133,12 @@ async def import_teams(path: Path, run: ImportRun) -> None:
     """Create one team per manager, with the manager and their agents as users."""
 
     def prepare(fields: RowValues) -> dict[str, Any]:
-        agent = fields.text("sales_agent", required=True, max_length=User.name.length)
-        manager = fields.text("manager", required=True, max_length=User.name.length)
-        region = fields.text("regional_office", max_length=Team.region.length)
+        agent = fields.text("sales_agent", required=True, max_length=limit(User.name))
+        manager = fields.text("manager", required=True, max_length=limit(User.name))
+        region = fields.text("regional_office", max_length=limit(Team.region))
         team = team_name(manager)
-        if len(team) > Team.name.length:
-            fields.fail("manager", f"longer than {Team.name.length - 5} characters")
+        if len(team) > limit(Team.name):
+            fields.fail("manager", f"longer than {limit(Team.name) - 5} characters")
         for column, name in (("sales_agent", agent), ("manager", manager)):
             if name and email_for(name) is None:
                 fields.fail(column, "contains no letters or digits to build an email")
@@ -216,16 +216,14 @@ async def import_accounts(path: Path, run: ImportRun) -> None:
         return {
             "external_key": account_key(name),
             "name": name,
-            "industry": fields.text("sector", max_length=Account.industry.length),
+            "industry": fields.text("sector", max_length=limit(Account.industry)),
             "year_established": fields.integer("year_established"),
-            # NOTE: the files do not state the unit of revenue; it is stored
-            # as given.
-            "annual_revenue": fields.decimal(
-                "revenue", digits=Account.annual_revenue.digits
-            ),
+            # NOTE: the files do not state the unit of revenue, so it is
+            # stored as given.
+            "annual_revenue": fields.decimal("revenue", fits=Account.annual_revenue),
             "employees": fields.integer("employees"),
             "country": fields.text(
-                "office_location", max_length=Account.country.length
+                "office_location", max_length=limit(Account.country)
             ),
             "parent": parent,
         }
@@ -264,23 +262,29 @@ async def import_accounts(path: Path, run: ImportRun) -> None:
 
     # Parents are linked after every batch of the file is in, because a
     # subsidiary may come before its parent.
+    if not links:
+        return
+    missing: set[str] = set()
+
     async def link() -> None:
-        missing = await link_account_parents(
-            [(child, parent) for _, child, parent, _ in links]
+        missing.update(
+            await link_account_parents(
+                [(child, parent) for _, child, parent, _ in links]
+            )
         )
-        for line, child, _, parent in links:
-            if child in missing:
-                run.report.warnings.append(
-                    RowError(
-                        path.name,
-                        line,
-                        "subsidiary_of",
-                        parent,
-                        "unknown account, so the parent is left empty",
-                    )
-                )
 
     await run.write_once(link)
+    for line, child, _, parent in links:
+        if child in missing:
+            run.report.warnings.append(
+                RowError(
+                    path.name,
+                    line,
+                    "subsidiary_of",
+                    parent,
+                    "unknown account, so the parent is left empty",
+                )
+            )
 
 
 async def ensure_maven_pipeline(run: ImportRun) -> PipelineStages:
@@ -298,9 +302,7 @@ async def ensure_maven_pipeline(run: ImportRun) -> PipelineStages:
 
 async def load_products() -> dict[str, dict[str, Any]]:
     """Map each product's normalised name to its id, name and price."""
-    rows = await Product.select(Product.id, Product.name, Product.price).order_by(
-        Product.id
-    )
+    rows = await Product.raw("SELECT id, name, price FROM product ORDER BY id")
     products: dict[str, dict[str, Any]] = {}
     for row in rows:
         products.setdefault(normalise(row["name"]), row)
@@ -325,14 +327,12 @@ async def import_deals(
         stage = fields.choice("deal_stage", stage_names)
         engage_date = fields.date("engage_date")
         close_date = fields.date("close_date")
-        close_value = fields.decimal("close_value", digits=Deal.amount.digits)
+        close_value = fields.decimal("close_value", fits=Deal.amount)
 
         product_name = fields.text("product")
         product = products.get(normalise(product_name)) if product_name else None
         if product_name and product is None:
-            fields.fail(
-                "product", "unknown product; it is not in products.csv", product_name
-            )
+            fields.fail("product", "unknown product, not in products.csv", product_name)
         if agent and email_for(agent) is None:
             fields.fail("sales_agent", "contains no letters or digits", agent)
         if stage is None or fields.errors:
@@ -351,11 +351,10 @@ async def import_deals(
             entered = engage_date
 
         label = product["name"] if product else "no product"
+        name = f"{account or 'No account'} \N{EN DASH} {label}"
         return {
             "external_key": f"{SOURCE}:{opportunity}",
-            "name": f"{account or 'No account'} \N{EN DASH} {label}"[
-                : Deal.name.length
-            ],
+            "name": name[: limit(Deal.name)],
             "pipeline": stages.pipeline_id,
             "stage": stages.stage_ids[stage],
             "product": product["id"] if product else None,
@@ -387,7 +386,7 @@ async def import_deals(
                         line,
                         "account",
                         record["account_name"],
-                        "unknown account; it is not in accounts.csv",
+                        "unknown account, not in accounts.csv",
                     )
                     continue
             user = None
@@ -398,7 +397,7 @@ async def import_deals(
                         line,
                         "sales_agent",
                         record["agent_name"],
-                        "unknown sales agent; it is not in sales_teams.csv",
+                        "unknown sales agent, not in sales_teams.csv",
                     )
                     continue
 

@@ -1,14 +1,17 @@
-"""What an import did: counts per table and the rows it could not import."""
+"""The outcome of an import: counts per table and the rows it could not import."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ImportFileError(ValueError):
-    """A file cannot be imported at all: unknown format, bad encoding, bad JSON.
+    """Raised for a file that cannot be imported at all.
 
-    Raised before the import writes anything. The message names the file.
+    Examples are a file in no known format, one that is not UTF-8, and invalid
+    JSON. It is raised before the import writes anything, and the message
+    names the file.
     """
 
 
@@ -27,6 +30,23 @@ class RowError:
     value: str | None
     reason: str
 
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}"
+        if self.column is not None:
+            where += f" {self.column}"
+        if self.value is not None:
+            where += f" {self.value!r}"
+        return f"{where}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "row": self.row,
+            "column": self.column,
+            "value": self.value,
+            "reason": self.reason,
+        }
+
 
 @dataclass
 class TableCounts:
@@ -39,7 +59,7 @@ class ImportReport:
     """The outcome of ``run_import``.
 
     ``counts`` is keyed by table name. ``rows_failed`` counts input rows that
-    were not imported; a row can have more than one entry in ``errors``.
+    were not imported. A row can have more than one entry in ``errors``.
     """
 
     source: str
@@ -62,3 +82,15 @@ class ImportReport:
         counts = self.counts.setdefault(table, TableCounts())
         counts.created += created
         counts.updated += updated
+
+    def summary(self) -> str:
+        """Describe the outcome in one line, for logs and the command line."""
+        tables = ", ".join(
+            f"{table} {counts.created} created {counts.updated} updated"
+            for table, counts in self.counts.items()
+        )
+        return (
+            f"{self.source} import of {self.rows_total} rows in {self.seconds:.1f} s: "
+            f"{self.rows_failed} failed, {len(self.warnings)} warnings; "
+            f"{tables or 'nothing written'}"
+        )

@@ -39,9 +39,10 @@ class SourceFiles:
 class Batch:
     """Consecutive input rows of one file, written in one transaction.
 
-    ``rows`` holds the rows that passed ``Step.prepare`` as ``(line, record)``.
-    The write function may still ``reject`` some of them. Counts and errors
-    reach the report only when the transaction commits.
+    ``rows`` contains the rows that passed ``Step.prepare`` as ``(line, record)``.
+    The write function may still ``reject`` some of them. Counts, warnings and
+    those rejections reach the report only when the transaction commits. After
+    a rollback, every prepared row is reported as failed instead.
     """
 
     file: str
@@ -115,7 +116,7 @@ class Step:
 
     file: str
     rows: Iterable[tuple[int, Mapping[str, Any]]]
-    # Returns the record to write. A row with field errors fails; a row for
+    # Returns the record to write. A row with field errors fails. A row for
     # which it returns None without errors is skipped on purpose.
     prepare: Callable[[RowValues], dict[str, Any] | None]
     write: Callable[[Batch], Awaitable[None]]
@@ -140,7 +141,7 @@ class ImportRun:
     ) -> None:
         if batch_size < 1:
             raise ValueError(
-                f"batch_size={batch_size} is invalid; it must be 1 or more"
+                f"batch_size={batch_size} is invalid, it must be 1 or more"
             )
         self.report = report
         self.batch_size = batch_size
@@ -164,24 +165,7 @@ class ImportRun:
                 unreadable_done += 1
 
             batch.add_line(line)
-            fields = RowValues(values)
-            record = step.prepare(fields)
-            if fields.errors:
-                for column, value, reason in fields.errors:
-                    batch.fail(line, column, value, reason)
-            elif record is None:
-                pass
-            elif step.key is not None and record[step.key] in seen:
-                batch.fail(
-                    line,
-                    step.key_column,
-                    fields.raw(step.key_column) if step.key_column else None,
-                    f"duplicate; line {seen[record[step.key]]} has the same value",
-                )
-            else:
-                if step.key is not None:
-                    seen[record[step.key]] = line
-                batch.rows.append((line, record))
+            self.take_row(step, batch, seen, line, values)
 
             if batch.size >= self.batch_size:
                 await self.flush(batch, step.write)
@@ -192,6 +176,34 @@ class ImportRun:
             batch.fail(bad_line, None, None, reason)
         if batch.size:
             await self.flush(batch, step.write)
+
+    def take_row(
+        self,
+        step: Step,
+        batch: Batch,
+        seen: dict[Any, int],
+        line: int,
+        values: Mapping[str, Any],
+    ) -> None:
+        """Add the row's record to ``batch``, or its errors when it is invalid."""
+        fields = RowValues(values)
+        record = step.prepare(fields)
+        if fields.errors:
+            for column, value, reason in fields.errors:
+                batch.fail(line, column, value, reason)
+            return
+        if record is None:
+            return
+
+        if step.key is not None:
+            key = record[step.key]
+            if key in seen:
+                value = fields.raw(step.key_column) if step.key_column else None
+                reason = f"duplicate of row {seen[key]}"
+                batch.fail(line, step.key_column, value, reason)
+                return
+            seen[key] = line
+        batch.rows.append((line, record))
 
     async def flush(
         self, batch: Batch, write: Callable[[Batch], Awaitable[None]]
@@ -204,7 +216,7 @@ class ImportRun:
             except asyncpg.PostgresError as error:
                 committed = False
                 logger.warning(
-                    "import batch rolled back source=%s file=%s lines=%d-%d error=%s",
+                    "import batch rolled back source=%s file=%s rows=%d-%d error=%s",
                     self.report.source,
                     batch.file,
                     batch.first_line,
@@ -229,11 +241,11 @@ class ImportRun:
 
     def roll_back(self, batch: Batch, error: asyncpg.PostgresError) -> None:
         reason = (
-            f"not imported because the database rejected the batch of lines "
+            f"not imported because the database rejected the batch of rows "
             f"{batch.first_line}-{batch.last_line}: {error}"
         )
-        # The rollback undid the write function's lookups too, so its own
-        # rejections give way to the rollback; errors found earlier stay.
+        # The rollback also undid the lookups behind the write function's
+        # rejections, so the rollback reason replaces them. Earlier errors stay.
         batch.errors = [
             item for item in batch.errors if item.row not in batch.rejected_lines
         ]

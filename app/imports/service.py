@@ -47,7 +47,7 @@ async def run_import(
     module = SOURCES.get(source)
     if module is None:
         raise ValueError(
-            f"unknown import source {source!r}; expected one of {', '.join(SOURCES)}"
+            f"unknown import source {source!r}, expected one of {', '.join(SOURCES)}"
         )
 
     files = collect_files(module, paths)
@@ -135,12 +135,12 @@ def collect_files(module: ModuleType, paths: list[pathlib.Path]) -> SourceFiles:
     rejected = [path for path in files.unrecognised if path in named]
     if rejected:
         raise ImportFileError(
-            f"{rejected[0].name} is in none of the {module.SOURCE} formats; "
+            f"{rejected[0].name} matches none of the {module.SOURCE} formats, "
             f"expected {module.describe()}"
         )
     if not files.files:
         raise ImportFileError(
-            f"no {module.SOURCE} file found in {', '.join(str(p) for p in paths)}; "
+            f"no {module.SOURCE} file found in {', '.join(str(p) for p in paths)}, "
             f"expected {module.describe()}"
         )
     return files

@@ -11,7 +11,7 @@ from typing import Any
 
 from app.contacts.tables import Contact
 from app.imports.csvfiles import CsvReader
-from app.imports.fields import RowValues
+from app.imports.fields import RowValues, key_limit, limit
 from app.imports.runner import (
     Batch,
     ImportRun,
@@ -58,8 +58,8 @@ CHANNELS = {
 # The descriptions were generated from a template and still contain this
 # placeholder. The row's own "Product Purchased" value fills it in.
 PRODUCT_PLACEHOLDER = "{product_purchased}"
-KEY_LENGTH = Ticket.external_key.length - len(SOURCE) - 1
-CONTACT_KEY_LENGTH = Contact.external_key.length - len(CONTACT_SOURCE) - 1
+KEY_LENGTH = key_limit(f"{SOURCE}:")
+CONTACT_KEY_LENGTH = key_limit(f"{CONTACT_SOURCE}:")
 
 
 def recognise(paths: list[Path]) -> SourceFiles:
@@ -84,13 +84,17 @@ async def import_tickets(path: Path, run: ImportRun) -> None:
             description = description.replace(PRODUCT_PLACEHOLDER, product)
 
         first_name, _, last_name = fields.raw("Customer Name").partition(" ")
-        if len(first_name) > Contact.first_name.length:
+        if len(first_name) > limit(Contact.first_name):
             fields.fail(
-                "Customer Name", "first name too long", fields.raw("Customer Name")
+                "Customer Name",
+                f"first name longer than {limit(Contact.first_name)} characters",
+                fields.raw("Customer Name"),
             )
-        if len(last_name.strip()) > Contact.last_name.length:
+        if len(last_name.strip()) > limit(Contact.last_name):
             fields.fail(
-                "Customer Name", "last name too long", fields.raw("Customer Name")
+                "Customer Name",
+                f"last name longer than {limit(Contact.last_name)} characters",
+                fields.raw("Customer Name"),
             )
 
         email = fields.email("Customer Email")
@@ -102,10 +106,10 @@ async def import_tickets(path: Path, run: ImportRun) -> None:
         return {
             "external_key": f"{SOURCE}:{ticket_id}",
             "subject": fields.text(
-                "Ticket Subject", required=True, max_length=Ticket.subject.length
+                "Ticket Subject", required=True, max_length=limit(Ticket.subject)
             ),
             "description": description,
-            "type": fields.text("Ticket Type", max_length=Ticket.type.length),
+            "type": fields.text("Ticket Type", max_length=limit(Ticket.type)),
             "status": fields.choice("Ticket Status", STATUSES),
             "priority": fields.choice("Ticket Priority", PRIORITIES, default="medium"),
             "channel": fields.choice("Ticket Channel", CHANNELS, default="web"),

@@ -32,8 +32,8 @@ STATUS_CHANGED_ON_CHANGE = (
 def transaction() -> PostgresTransaction:
     """Open the transaction of one batch.
 
-    Nesting is rejected because a batch must commit or roll back on its own;
-    an import therefore cannot run inside a caller's transaction.
+    Nesting is rejected because a batch must commit or roll back on its own.
+    An import therefore cannot run inside a caller's transaction.
     """
     return Account._meta.db.transaction(allow_nested=False)
 
@@ -53,7 +53,7 @@ async def upsert(
     key, which PostgreSQL rejects. An updated row gets ``version + 1`` and a
     new ``updated_at`` when the table has those columns. Columns in
     ``insert_only`` keep their stored value on update. ``update`` replaces the
-    ``SET`` expression of a column; it may use ``t`` for the stored row and
+    ``SET`` expression of a column, and it may use ``t`` for the stored row and
     ``EXCLUDED`` for the new one. A NULL in a NOT NULL timestamp column
     means now.
 
@@ -120,8 +120,9 @@ async def users_by_email(emails: Collection[str]) -> dict[str, dict[str, Any]]:
     if not emails:
         return {}
     rows = await User.raw(
-        "SELECT id, lower(email) AS email, team FROM app_user "
-        "WHERE lower(email) = ANY({}::varchar[]) ORDER BY id",
+        "SELECT u.id, wanted.email, u.team FROM app_user u "
+        "JOIN unnest({}::varchar[]) AS wanted(email) ON lower(u.email) = wanted.email "
+        "ORDER BY u.id",
         list(emails),
     )
     found: dict[str, dict[str, Any]] = {}
@@ -139,9 +140,9 @@ async def contacts_by_email(emails: Collection[str], prefer: str) -> dict[str, i
     if not emails:
         return {}
     rows = await Contact.raw(
-        "SELECT DISTINCT ON (lower(email)) lower(email) AS email, id FROM contact "
-        "WHERE lower(email) = ANY({}::varchar[]) "
-        "ORDER BY lower(email), coalesce(external_key LIKE {}, false) DESC, id",
+        "SELECT DISTINCT ON (wanted.email) wanted.email, c.id FROM contact c "
+        "JOIN unnest({}::varchar[]) AS wanted(email) ON lower(c.email) = wanted.email "
+        "ORDER BY wanted.email, coalesce(c.external_key LIKE {}, false) DESC, c.id",
         list(emails),
         prefix_pattern(prefer),
     )
@@ -153,9 +154,10 @@ async def accounts_by_domain(domains: Collection[str], prefer: str) -> dict[str,
     if not domains:
         return {}
     rows = await Account.raw(
-        "SELECT DISTINCT ON (lower(domain)) lower(domain) AS domain, id "
-        "FROM account WHERE lower(domain) = ANY({}::varchar[]) "
-        "ORDER BY lower(domain), coalesce(external_key LIKE {}, false) DESC, id",
+        "SELECT DISTINCT ON (wanted.domain) wanted.domain, a.id FROM account a "
+        "JOIN unnest({}::varchar[]) AS wanted(domain) "
+        "ON lower(a.domain) = wanted.domain "
+        "ORDER BY wanted.domain, coalesce(a.external_key LIKE {}, false) DESC, a.id",
         list(domains),
         prefix_pattern(prefer),
     )

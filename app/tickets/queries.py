@@ -115,7 +115,7 @@ async def get_ticket_with_counts(
     """
     rows = await Ticket.raw(
         f"SELECT {CARD_COLUMNS}, {DETAIL_COLUMNS}, ("
-        "  SELECT coalesce(json_object_agg(x.status, x.n), '{{}}')::text"
+        "  SELECT coalesce(json_object_agg(x.status, x.n), json_build_object())::text"
         "  FROM (SELECT status, count(*) AS n FROM ticket"
         "        WHERE status = ANY({}) OR status = t.status GROUP BY status) x"
         f") AS counts {CARD_JOINS} {DETAIL_JOINS} WHERE t.id = {{}}",

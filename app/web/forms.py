@@ -58,7 +58,7 @@ def edit_form_state(
             shown[name] = typed[name]
     return {
         "base": base,
-        "values": shown,
+        "inputs": shown,
         "conflicts": conflicts,
         "error": error,
         "saved": saved and not conflicts,

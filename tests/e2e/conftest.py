@@ -71,3 +71,32 @@ async def signed_in_page(
 async def wait_live(page: Page) -> None:
     """Wait until the page's websocket is open."""
     await page.wait_for_function("document.body.dataset.live === 'open'")
+
+
+async def drag(page: Page, source: str, target: str) -> None:
+    """Drag ``source`` into the ``target`` list the way a person does.
+
+    SortableJS samples the pointer on a timer, so the pointer moves in small
+    steps with short pauses and rests over the target before it is released.
+    """
+    source_box = await page.locator(source).bounding_box()
+    target_box = await page.locator(target).bounding_box()
+    assert source_box is not None, f"{source} is not visible"
+    assert target_box is not None, f"{target} is not visible"
+
+    start_x, start_y = source_box["x"] + source_box["width"] / 2, source_box["y"] + 12
+    end_x, end_y = (
+        target_box["x"] + target_box["width"] / 2,
+        target_box["y"] + target_box["height"] - 10,
+    )
+    await page.mouse.move(start_x, start_y)
+    await page.mouse.down()
+    steps = 20
+    for step in range(1, steps + 1):
+        await page.mouse.move(
+            start_x + (end_x - start_x) * step / steps,
+            start_y + (end_y - start_y) * step / steps,
+        )
+        await page.wait_for_timeout(25)
+    await page.wait_for_timeout(150)
+    await page.mouse.up()

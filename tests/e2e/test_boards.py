@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import signed_in_page, wait_live
+from tests.e2e.conftest import drag, signed_in_page, wait_live
 from tests.factories import make_deal, make_pipeline, make_ticket, make_user
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -28,15 +28,7 @@ async def test_dragged_deal_moves_on_other_board(browser, server) -> None:
     await wait_live(manager_page)
     assert await manager_page.text_content(f"#stage-{second}-head .total") == "$800"
 
-    card = rep_page.locator(f"#deal-{deal_id}")
-    target = rep_page.locator(f"#stage-{second}-cards")
-    card_box = await card.bounding_box()
-    target_box = await target.bounding_box()
-    assert card_box and target_box
-    await rep_page.mouse.move(card_box["x"] + 20, card_box["y"] + 10)
-    await rep_page.mouse.down()
-    await rep_page.mouse.move(target_box["x"] + 30, target_box["y"] + 40, steps=12)
-    await rep_page.mouse.up()
+    await drag(rep_page, f"#deal-{deal_id}", f"#stage-{second}-cards")
 
     moved = manager_page.locator(f"#stage-{second}-cards #deal-{deal_id}")
     await moved.wait_for(timeout=LIVE_TIMEOUT_MS)

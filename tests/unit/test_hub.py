@@ -1,0 +1,105 @@
+"""The hub renders once per variant and never lets a slow socket block others."""
+
+import asyncio
+
+import pytest
+
+from realtime.hub import CLOSE_TRY_AGAIN, SEND_QUEUE_SIZE, Client, Hub
+from realtime.messages import Event
+
+
+class RecordingSocket:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+
+    async def send_text(self, data: str) -> None:
+        self.sent.append(data)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+
+def event(topics: list[str]) -> Event:
+    return Event(
+        id=1, kind="deal.updated", topics=topics, record_type="deal", record_id=9
+    )
+
+
+async def test_renderer_runs_once_per_variant() -> None:
+    calls: list[set[str]] = []
+
+    async def renderer(evt, topic, variants, cache):
+        calls.append(set(variants))
+        return {variant: f"<p>{variant or 'all'}</p>" for variant in variants}
+
+    hub = Hub()
+    hub.register("pipeline", renderer)
+    clients = [Client(RecordingSocket(), user_id=n) for n in range(50)]
+    for number, client in enumerate(clients):
+        hub.join(client, "pipeline:1", "person=1" if number % 2 else "")
+
+    sent = await hub.dispatch(event(["pipeline:1"]))
+
+    assert sent == 50
+    assert calls == [{"", "person=1"}]
+    assert clients[0].queue.get_nowait() == "<p>all</p>"
+    assert clients[1].queue.get_nowait() == "<p>person=1</p>"
+
+
+async def test_topic_without_local_sockets_is_not_rendered() -> None:
+    async def renderer(evt, topic, variants, cache):
+        raise AssertionError("rendered for nobody")
+
+    hub = Hub()
+    hub.register("pipeline", renderer)
+
+    assert await hub.dispatch(event(["pipeline:2"])) == 0
+
+
+async def test_full_queue_disconnects_only_that_client() -> None:
+    async def renderer(evt, topic, variants, cache):
+        return dict.fromkeys(variants, "x")
+
+    hub = Hub()
+    hub.register("deal", renderer)
+    slow = Client(RecordingSocket(), user_id=1)
+    fast = Client(RecordingSocket(), user_id=2)
+    hub.join(slow, "deal:9")
+    hub.join(fast, "deal:9")
+    fast_writer = asyncio.create_task(fast.write())
+
+    for _ in range(SEND_QUEUE_SIZE + 1):
+        await hub.dispatch(event(["deal:9"]))
+        await asyncio.sleep(0)
+
+    assert slow.closing
+    assert slow.close_code == CLOSE_TRY_AGAIN
+    assert not fast.closing
+    fast.stop()
+    await asyncio.wait_for(fast_writer, timeout=1)
+    assert len(fast.socket.sent) == SEND_QUEUE_SIZE + 1
+
+
+async def test_leave_removes_empty_rooms() -> None:
+    hub = Hub()
+    client = Client(RecordingSocket(), user_id=1)
+    hub.join(client, "ticket:1")
+    hub.join(client, "tickets", "team=2")
+
+    hub.leave(client)
+
+    assert dict(hub.rooms) == {}
+    assert client not in hub.clients
+
+
+@pytest.mark.parametrize("code", [1000, 1012])
+async def test_stopped_client_closes_with_code(code: int) -> None:
+    socket = RecordingSocket()
+    client = Client(socket, user_id=1)
+    writer = asyncio.create_task(client.write())
+
+    client.stop(code)
+    await asyncio.wait_for(writer, timeout=1)
+
+    assert socket.closed_with == code
