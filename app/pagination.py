@@ -12,8 +12,8 @@ from app.errors import FieldError
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 SIZE_PARAM = "size"
-# Account names, the longest field searched, hold at most 200 characters.
-MAX_SEARCH_LENGTH = 200
+# Contact emails, the longest field the lists search, are at most 254 characters.
+MAX_SEARCH_LENGTH = 254
 # PostgreSQL takes OFFSET as a bigint, so no page may start beyond it.
 MAX_OFFSET = 2**63 - 1
 
@@ -26,8 +26,8 @@ class PageRequest:
 
     ``path`` and ``keep`` are the page's own path and the query parameters
     its links carry along (the search, other lists' page numbers). ``param``
-    is the query parameter that holds the page number, and ``anchor`` the id
-    of the element the links scroll to.
+    is the query parameter with the page number, and ``anchor`` is the id of
+    the element the links scroll to.
     """
 
     number: int = 1
@@ -150,14 +150,16 @@ def parse_sibling_pages(
 
 
 def parse_search(raw: str | None) -> str:
-    """Normalise search text: trimmed, with runs of whitespace made one space.
+    """Trim search text and collapse each run of whitespace into one space.
 
     Raises FieldError for text longer than ``MAX_SEARCH_LENGTH``.
     """
     search = " ".join((raw or "").split())
     if len(search) > MAX_SEARCH_LENGTH:
         raise FieldError(
-            "q", search[:40] + "…", f"is longer than {MAX_SEARCH_LENGTH} characters"
+            "search",
+            search[:40] + "…",
+            f"is longer than {MAX_SEARCH_LENGTH} characters",
         )
     return search
 

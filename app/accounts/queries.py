@@ -11,7 +11,7 @@ from app.errors import NotFound
 from app.pagination import Page, PageRequest, contains_pattern
 from app.tickets.tables import Ticket
 
-# Ticket statuses that count as done; every other status is open.
+# Ticket statuses that count as done. Every other status is open.
 CLOSED_TICKET_STATUSES = ("solved", "closed")
 CLOSED_TICKET_SQL = ", ".join(f"'{status}'" for status in CLOSED_TICKET_STATUSES)
 
@@ -130,7 +130,7 @@ def search_condition(search: str, args: list[object]) -> str:
 
 
 async def search_accounts(search: str, paging: PageRequest) -> Page[dict[str, Any]]:
-    """List accounts by name whose name or domain contains ``search``.
+    """List the accounts whose name or domain contains ``search``, by name.
 
     Each row carries its number of open deals, their total amount and its
     number of open tickets. An empty ``search`` lists every account.

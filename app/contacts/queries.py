@@ -50,7 +50,7 @@ def search_condition(search: str, args: list[object]) -> str:
 
 
 async def search_contacts(search: str, paging: PageRequest) -> Page[dict[str, Any]]:
-    """List contacts by last name whose name or email contains ``search``.
+    """List the contacts whose name or email contains ``search``, by last name.
 
     An empty ``search`` lists every contact.
     """

@@ -456,7 +456,7 @@ def write_activities(owners: dict[str, int]) -> Callable[[Batch], Any]:
 
     An activity names only a contact, but a comment must belong to a deal or
     a ticket. So an activity whose contact is unknown or has no deal is not
-    imported, and the report says why.
+    imported, and the report gives the reason.
     """
 
     async def write(batch: Batch) -> None:

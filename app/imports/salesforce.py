@@ -378,9 +378,9 @@ async def tree_accounts_by_name(names: set[str]) -> dict[str, int]:
     if not names:
         return {}
     rows = await Account.raw(
-        "SELECT DISTINCT ON (wanted.name) wanted.name, a.id FROM account a "
-        "JOIN unnest({}::varchar[]) AS wanted(name) ON lower(a.name) = wanted.name "
-        "WHERE a.external_key LIKE {} ORDER BY wanted.name, a.id",
+        "SELECT DISTINCT ON (lookup.name) lookup.name, a.id FROM account a "
+        "JOIN unnest({}::varchar[]) AS lookup(name) ON lower(a.name) = lookup.name "
+        "WHERE a.external_key LIKE {} ORDER BY lookup.name, a.id",
         list(names),
         prefix_pattern(PREFIX),
     )
@@ -396,10 +396,10 @@ async def other_contacts_by_email(emails: set[str]) -> dict[str, int]:
     if not emails:
         return {}
     rows = await Contact.raw(
-        "SELECT DISTINCT ON (wanted.email) wanted.email, c.id FROM contact c "
-        "JOIN unnest({}::varchar[]) AS wanted(email) ON lower(c.email) = wanted.email "
-        "WHERE c.external_key IS DISTINCT FROM {}::text || wanted.email "
-        "ORDER BY wanted.email, coalesce(c.external_key LIKE {}, false) DESC, c.id",
+        "SELECT DISTINCT ON (lookup.email) lookup.email, c.id FROM contact c "
+        "JOIN unnest({}::varchar[]) AS lookup(email) ON lower(c.email) = lookup.email "
+        "WHERE c.external_key IS DISTINCT FROM {}::text || lookup.email "
+        "ORDER BY lookup.email, coalesce(c.external_key LIKE {}, false) DESC, c.id",
         list(emails),
         REPORT_PREFIX,
         prefix_pattern(PREFIX),

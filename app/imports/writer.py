@@ -120,8 +120,8 @@ async def users_by_email(emails: Collection[str]) -> dict[str, dict[str, Any]]:
     if not emails:
         return {}
     rows = await User.raw(
-        "SELECT u.id, wanted.email, u.team FROM app_user u "
-        "JOIN unnest({}::varchar[]) AS wanted(email) ON lower(u.email) = wanted.email "
+        "SELECT u.id, lookup.email, u.team FROM app_user u "
+        "JOIN unnest({}::varchar[]) AS lookup(email) ON lower(u.email) = lookup.email "
         "ORDER BY u.id",
         list(emails),
     )
@@ -140,9 +140,9 @@ async def contacts_by_email(emails: Collection[str], prefer: str) -> dict[str, i
     if not emails:
         return {}
     rows = await Contact.raw(
-        "SELECT DISTINCT ON (wanted.email) wanted.email, c.id FROM contact c "
-        "JOIN unnest({}::varchar[]) AS wanted(email) ON lower(c.email) = wanted.email "
-        "ORDER BY wanted.email, coalesce(c.external_key LIKE {}, false) DESC, c.id",
+        "SELECT DISTINCT ON (lookup.email) lookup.email, c.id FROM contact c "
+        "JOIN unnest({}::varchar[]) AS lookup(email) ON lower(c.email) = lookup.email "
+        "ORDER BY lookup.email, coalesce(c.external_key LIKE {}, false) DESC, c.id",
         list(emails),
         prefix_pattern(prefer),
     )
@@ -154,10 +154,10 @@ async def accounts_by_domain(domains: Collection[str], prefer: str) -> dict[str,
     if not domains:
         return {}
     rows = await Account.raw(
-        "SELECT DISTINCT ON (wanted.domain) wanted.domain, a.id FROM account a "
-        "JOIN unnest({}::varchar[]) AS wanted(domain) "
-        "ON lower(a.domain) = wanted.domain "
-        "ORDER BY wanted.domain, coalesce(a.external_key LIKE {}, false) DESC, a.id",
+        "SELECT DISTINCT ON (lookup.domain) lookup.domain, a.id FROM account a "
+        "JOIN unnest({}::varchar[]) AS lookup(domain) "
+        "ON lower(a.domain) = lookup.domain "
+        "ORDER BY lookup.domain, coalesce(a.external_key LIKE {}, false) DESC, a.id",
         list(domains),
         prefix_pattern(prefer),
     )

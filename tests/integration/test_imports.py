@@ -74,7 +74,7 @@ async def reload_events(after: int) -> list[dict[str, Any]]:
 # CSV reading
 
 
-def test_csv_reader_handles_bom_crlf_and_multiline(tmp_path: Path) -> None:
+def test_csv_reader_bom_crlf_multiline(tmp_path: Path) -> None:
     path = write_file(
         tmp_path / "quirks.csv",
         ["name,notes,", 'first,"line one\r\nline two",', "", "second,plain,", ",,"],
@@ -93,7 +93,7 @@ def test_csv_reader_handles_bom_crlf_and_multiline(tmp_path: Path) -> None:
     assert reader.rejected == []
 
 
-def test_csv_reader_pads_short_rows_and_rejects_long(tmp_path: Path) -> None:
+def test_csv_reader_ragged_rows(tmp_path: Path) -> None:
     path = write_file(tmp_path / "ragged.csv", ["a,b,c", "1", "1,2,3,4", "5,6,7,,"])
 
     reader = CsvReader(path)
@@ -143,7 +143,7 @@ async def test_run_import_rejects_missing_path(tmp_path: Path) -> None:
 # Malformed rows and failing batches
 
 
-async def test_malformed_file_reports_rows_and_imports_rest(tmp_path: Path) -> None:
+async def test_malformed_file_partial_import(tmp_path: Path) -> None:
     path = write_file(
         tmp_path / "deals.csv",
         [
@@ -183,7 +183,7 @@ async def test_malformed_file_reports_rows_and_imports_rest(tmp_path: Path) -> N
     assert str(amounts[0]["amount"]) == "75.50"
 
 
-async def test_failed_batch_leaves_none_of_its_rows(tmp_path: Path) -> None:
+async def test_failed_batch_leaves_no_rows(tmp_path: Path) -> None:
     path = write_file(
         tmp_path / "deals.csv",
         [
@@ -222,7 +222,7 @@ async def test_failed_batch_leaves_none_of_its_rows(tmp_path: Path) -> None:
     assert report.counts["deal"].created == 3
 
 
-async def test_progress_is_reported_per_batch(tmp_path: Path) -> None:
+async def test_progress_reported_per_batch(tmp_path: Path) -> None:
     lines = [DEALS_HEADER] + [deal_line(f"PROGRESS-{n}", f"Deal {n}") for n in range(7)]
     path = write_file(tmp_path / "deals.csv", lines)
     calls: list[tuple[int, int]] = []
@@ -239,7 +239,7 @@ async def test_progress_is_reported_per_batch(tmp_path: Path) -> None:
 
 
 @pytest.mark.datasets
-async def test_maven_import_counts_and_reimport() -> None:
+async def test_maven_import_and_reimport() -> None:
     folder = datasets_dir("crm_sales_opportunities")
     before = await last_event_id()
 
