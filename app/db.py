@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from piccolo.columns import Integer, Timestamptz, Varchar
+from piccolo.columns import Integer, Serial, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.engine.postgres import PostgresEngine
 
@@ -17,6 +17,9 @@ class Tracked:
     system a record was imported from, unique so that re-imports update it.
     """
 
+    # Piccolo adds the primary key column itself; the annotation is for type
+    # checkers only and creates no column.
+    id: Serial
     created_at = Timestamptz(default=TimestamptzNow(), index=False)
     updated_at = Timestamptz(default=TimestamptzNow())
     version = Integer(default=1)

@@ -55,6 +55,15 @@ def health() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
+async def redis_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Close the Redis client that sessions and the bus share, at shutdown."""
+    try:
+        yield
+    finally:
+        await app.state.redis.aclose()
+
+
+@contextlib.asynccontextmanager
 async def database_lifespan(app: Litestar) -> AsyncIterator[None]:
     # A caller that opened the pool already (a test, a command) keeps it.
     owns_pool = DB.pool is None
@@ -118,7 +127,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
         ],
         dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
-        lifespan=[database_lifespan, queue_lifespan, realtime_lifespan],
+        lifespan=[redis_lifespan, database_lifespan, queue_lifespan, realtime_lifespan],
         stores={"sessions": sessions},
         state=State({"settings": settings, "redis": redis}),
         on_app_init=[session_auth.on_app_init],

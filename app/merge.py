@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from piccolo.columns import Column
 from piccolo.table import Table
 
 from app.errors import NotFound
@@ -95,7 +96,9 @@ async def merge_edit(
     if updates:
         updates["version"] = before["version"] + 1
         updates["updated_at"] = dt.datetime.now(dt.UTC)
-        await table.update(updates).where(table._meta.primary_key == record_id)
+        await table.update(cast("dict[Column | str, Any]", updates)).where(
+            table._meta.primary_key == record_id
+        )
         result.after.update(updates)
     return result
 

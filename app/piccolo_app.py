@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from piccolo.conf.apps import AppConfig
+from piccolo.table import Table
 
 from app.accounts.tables import Account
 from app.auth.tables import Team, TeamMember, User
@@ -15,7 +16,7 @@ from app.events.tables import Event
 from app.imports.tables import ImportJob
 from app.tickets.tables import Ticket
 
-TABLES = [
+TABLES: list[type[Table]] = [
     Team,
     User,
     TeamMember,

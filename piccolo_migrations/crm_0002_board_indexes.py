@@ -22,7 +22,8 @@ FORWARDS = [
     "CREATE INDEX ticket_requester_idx ON ticket (requester)",
     "CREATE INDEX ticket_account_idx ON ticket (account)",
     "CREATE INDEX contact_account_idx ON contact (account)",
-    "CREATE INDEX comment_deal_idx ON comment (deal, created_at) WHERE deal IS NOT NULL",
+    "CREATE INDEX comment_deal_idx ON comment (deal, created_at) "
+    "WHERE deal IS NOT NULL",
     "CREATE INDEX comment_ticket_idx ON comment (ticket, created_at) "
     "WHERE ticket IS NOT NULL",
     "CREATE INDEX event_record_idx ON event (record_type, record_id, id)",

@@ -72,7 +72,7 @@ class Bus:
 
 async def consume(
     bus: Bus,
-    handle: Callable[[Event], Awaitable[None]],
+    handle: Callable[[Event], Awaitable[object]],
     ready: asyncio.Event | None = None,
 ) -> None:
     """Pass each event to ``handle`` in order; a failing handler is logged."""

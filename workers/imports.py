@@ -6,9 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from app.imports.service import run_import
-
 from app.imports.jobs import finish_job, record_progress
+from app.imports.service import run_import
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ async def import_files(
             job_id,
             "failed",
             0,
-            [{"file": "", "row": 0, "column": "", "reason": str(error)}],
+            [{"file": "", "row": 0, "column": "", "value": "", "reason": str(error)}],
         )
         raise
 

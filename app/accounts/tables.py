@@ -21,5 +21,7 @@ class Account(Tracked, Table):
     website = Varchar(length=300, default="")
     city = Varchar(length=120, default="")
     country = Varchar(length=120, default="")
-    parent = ForeignKey("self", null=True, default=None, on_delete=OnDelete.set_null)
+    parent: ForeignKey = ForeignKey(
+        "self", null=True, default=None, on_delete=OnDelete.set_null
+    )
     owner = ForeignKey(User, null=True, default=None, on_delete=OnDelete.set_null)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from typing import Any, cast
 
 import msgspec
+from piccolo.columns import Column
 
 from app.auth.passwords import hash_password, verify_password
 from app.auth.tables import ROLES, User
@@ -46,7 +48,7 @@ async def create_user(email: str, name: str, role: str, password: str) -> Curren
             "password", "(hidden)", f"must be at least {MIN_PASSWORD_LENGTH} characters"
         )
 
-    values = {
+    values: dict[Column | str, Any] = {
         User.name: name.strip(),
         User.role: role,
         User.password_hash: hash_password(password),
@@ -54,14 +56,15 @@ async def create_user(email: str, name: str, role: str, password: str) -> Curren
     }
     existing = await User.select(User.id).where(User.email == email).first()
     if existing:
-        await User.update(
-            {**values, User.version: User.version + 1, User.updated_at: now()}
-        ).where(User.id == existing["id"])
+        values[User.version] = User.version + 1
+        values[User.updated_at] = now()
+        await User.update(values).where(User.id == existing["id"])
         user_id = existing["id"]
     else:
-        rows = await User.insert(
-            User(email=email, **{c._meta.name: v for c, v in values.items()})
-        ).returning(User.id)
+        values[User.email] = email
+        rows = await User.insert(User(cast("dict[Column, Any]", values))).returning(
+            User.id
+        )
         user_id = rows[0]["id"]
 
     logger.info("user saved user_id=%s role=%s", user_id, role)

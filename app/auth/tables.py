@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import Boolean, ForeignKey, Timestamptz, Varchar
+from piccolo.columns import Boolean, ForeignKey, Serial, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -35,6 +35,7 @@ class User(Tracked, Table, tablename="app_user"):
 
 
 class TeamMember(Table):
+    id: Serial
     team = ForeignKey(Team, null=False, on_delete=OnDelete.cascade)
     user = ForeignKey(User, null=False, on_delete=OnDelete.cascade)
     joined_at = Timestamptz(default=TimestamptzNow())

@@ -41,10 +41,12 @@ async def add_comment(
             raise NotFound(parent_type, parent_id)
         rows = await Comment.insert(
             Comment(
-                body=text,
-                author=actor_id,
-                internal=internal,
-                **{parent_type: parent_id},
+                {
+                    Comment.body: text,
+                    Comment.author: actor_id,
+                    Comment.internal: internal,
+                    getattr(Comment, parent_type): parent_id,
+                }
             )
         ).returning(Comment.id)
         comment_id = rows[0]["id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Response, Template
 
 from app.auth.service import CurrentUser
@@ -41,7 +41,7 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}")
     async def board_page(
         self,
-        pipeline_id: int,
+        pipeline_id: FromPath[int],
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
     ) -> Template:
@@ -62,7 +62,7 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}/board")
     async def board_fragment(
         self,
-        pipeline_id: int,
+        pipeline_id: FromPath[int],
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
     ) -> Template:
@@ -78,8 +78,8 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}/stages/{stage_id:int}/cards")
     async def column_page(
         self,
-        pipeline_id: int,
-        stage_id: int,
+        pipeline_id: FromPath[int],
+        stage_id: FromPath[int],
         after: FromQuery[str | None] = None,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
@@ -105,7 +105,7 @@ class DealController(Controller):
     path = "/deals"
 
     @get("/{deal_id:int}")
-    async def deal_page(self, deal_id: int) -> Template:
+    async def deal_page(self, deal_id: FromPath[int]) -> Template:
         deal = await queries.get_deal(deal_id)
         return Template(
             "deals/detail.html",
@@ -118,7 +118,7 @@ class DealController(Controller):
         )
 
     @get("/{deal_id:int}/form")
-    async def deal_form(self, deal_id: int) -> Template:
+    async def deal_form(self, deal_id: FromPath[int]) -> Template:
         deal = await queries.get_deal(deal_id)
         return Template(
             "deals/_form.html", context={"form": await deal_form_context(deal)}
@@ -126,7 +126,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}")
     async def edit_deal(
-        self, request: UserRequest, deal_id: int, data: FormData
+        self, request: UserRequest, deal_id: FromPath[int], data: FormData
     ) -> Template:
         try:
             edits = form_edits(data, EDITABLE, parse_deal_field)
@@ -146,7 +146,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}/stage")
     async def move(
-        self, request: UserRequest, deal_id: int, data: FormData
+        self, request: UserRequest, deal_id: FromPath[int], data: FormData
     ) -> Response:
         to_stage = reference("stage", data.get("stage"))
         from_stage = reference("from_stage", data.get("from_stage"))
@@ -160,7 +160,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}/comments")
     async def comment(
-        self, request: UserRequest, deal_id: int, data: FormData
+        self, request: UserRequest, deal_id: FromPath[int], data: FormData
     ) -> Template:
         await add_comment("deal", deal_id, data.get("body", ""), request.user.id)
         return Template(

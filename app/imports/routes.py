@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from app.auth.service import CurrentUser
@@ -81,7 +82,7 @@ class ImportController(Controller):
         return Redirect(f"/import/{job_id}")
 
     @get("/{job_id:int}")
-    async def job_page(self, request: UserRequest, job_id: int) -> Template:
+    async def job_page(self, request: UserRequest, job_id: FromPath[int]) -> Template:
         job = await get_job(job_id, user_id=request.user.id)
         return Template(
             "imports/job.html",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSONB, ForeignKey, Integer, Timestamptz, Varchar
+from piccolo.columns import JSONB, ForeignKey, Integer, Serial, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
@@ -13,6 +13,7 @@ JOB_STATES = ("queued", "running", "done", "failed")
 
 
 class ImportJob(Table):
+    id: Serial
     source = Varchar(length=40)
     filenames = JSONB(default="[]")
     state = Varchar(length=20, default="queued")

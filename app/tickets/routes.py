@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromQuery
+from litestar.params import FromPath, FromQuery
 from litestar.response import Response, Template
 
 from app.auth.service import CurrentUser
@@ -56,7 +56,7 @@ class TicketBoardController(Controller):
     @get("/columns/{status:str}")
     async def column_page(
         self,
-        status: str,
+        status: FromPath[str],
         after: FromQuery[str | None] = None,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
@@ -82,7 +82,7 @@ class TicketController(Controller):
     path = "/tickets"
 
     @get("/{ticket_id:int}")
-    async def ticket_page(self, ticket_id: int) -> Template:
+    async def ticket_page(self, ticket_id: FromPath[int]) -> Template:
         ticket = await queries.get_ticket(ticket_id)
         return Template(
             "tickets/detail.html",
@@ -95,7 +95,7 @@ class TicketController(Controller):
         )
 
     @get("/{ticket_id:int}/form")
-    async def ticket_form(self, ticket_id: int) -> Template:
+    async def ticket_form(self, ticket_id: FromPath[int]) -> Template:
         ticket = await queries.get_ticket(ticket_id)
         return Template(
             "tickets/_form.html", context={"form": await ticket_form_context(ticket)}
@@ -103,7 +103,7 @@ class TicketController(Controller):
 
     @post("/{ticket_id:int}")
     async def edit_ticket(
-        self, request: UserRequest, ticket_id: int, data: FormData
+        self, request: UserRequest, ticket_id: FromPath[int], data: FormData
     ) -> Template:
         try:
             edits = form_edits(data, EDITABLE, parse_ticket_field)
@@ -123,7 +123,11 @@ class TicketController(Controller):
 
     @post("/{ticket_id:int}/fields/{name:str}")
     async def quick_change(
-        self, request: UserRequest, ticket_id: int, name: str, data: FormData
+        self,
+        request: UserRequest,
+        ticket_id: FromPath[int],
+        name: FromPath[str],
+        data: FormData,
     ) -> Response:
         """Change status, priority or assignee from a board card."""
         if name not in QUICK_FIELDS:
@@ -142,7 +146,7 @@ class TicketController(Controller):
 
     @post("/{ticket_id:int}/comments")
     async def comment(
-        self, request: UserRequest, ticket_id: int, data: FormData
+        self, request: UserRequest, ticket_id: FromPath[int], data: FormData
     ) -> Template:
         await add_comment("ticket", ticket_id, data.get("body", ""), request.user.id)
         return Template(

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar, WebSocket, websocket
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromQuery
-from redis.asyncio import Redis
 
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter
@@ -29,7 +30,7 @@ CLOSE_POLICY_VIOLATION = 1008
 
 @websocket("/live")
 async def live_socket(
-    socket: WebSocket[CurrentUser, dict, object],
+    socket: WebSocket[CurrentUser, dict[str, Any], State],
     hub: NamedDependency[Hub],
     topic: FromQuery[list[str]],
     person: FromQuery[str | None] = None,
@@ -79,8 +80,7 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     from app.tickets.live import render_ticket_board, render_ticket_page
 
     settings = app.state.settings
-    redis = Redis.from_url(settings.redis_url)
-    bus = Bus(redis, settings.redis_prefix)
+    bus = Bus(app.state.redis, settings.redis_prefix)
     hub = Hub()
     hub.register("pipeline", render_pipeline)
     hub.register("deal", render_deal_page)
@@ -101,5 +101,4 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         set_bus(None)
-        await redis.aclose()
         logger.info("realtime stopped")

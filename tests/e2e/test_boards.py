@@ -12,6 +12,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 LIVE_TIMEOUT_MS = 1000
 
 
+async def wait_for_text(page, selector: str, text: str) -> None:
+    await page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector).textContent === text",
+        arg=[selector, text],
+        timeout=LIVE_TIMEOUT_MS,
+    )
+
+
 async def test_dragged_deal_moves_on_other_board(browser, server) -> None:
     pipeline = await make_pipeline()
     deal_id = await make_deal(pipeline, stage_index=0, amount="4200")
@@ -32,10 +40,7 @@ async def test_dragged_deal_moves_on_other_board(browser, server) -> None:
 
     moved = manager_page.locator(f"#stage-{second}-cards #deal-{deal_id}")
     await moved.wait_for(timeout=LIVE_TIMEOUT_MS)
-    await manager_page.wait_for_function(
-        f"document.querySelector('#stage-{second}-head .total').textContent === '$5,000'",
-        timeout=LIVE_TIMEOUT_MS,
-    )
+    await wait_for_text(manager_page, f"#stage-{second}-head .total", "$5,000")
     assert await manager_page.text_content(f"#stage-{first}-head .total") == "$0"
     assert (
         await manager_page.locator(f"#stage-{first}-cards #deal-{deal_id}").count() == 0
@@ -64,9 +69,8 @@ async def test_ticket_status_change_moves_card(browser, server) -> None:
     await lead_page.locator(f"#status-pending-cards #ticket-{ticket_id}").wait_for(
         timeout=LIVE_TIMEOUT_MS
     )
-    await lead_page.wait_for_function(
-        f"document.querySelector('#status-pending-head .count').textContent === '{pending_before + 1}'",
-        timeout=LIVE_TIMEOUT_MS,
+    await wait_for_text(
+        lead_page, "#status-pending-head .count", str(pending_before + 1)
     )
     await agent_context.close()
     await lead_context.close()

@@ -22,10 +22,10 @@ def servers():
         yield first, second
 
 
-async def count_messages(socket, expected: int, timeout: float) -> int:
+async def count_messages(socket, expected: int, seconds: float) -> int:
     received = 0
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             while received < expected:
                 await socket.recv()
                 received += 1
@@ -62,7 +62,7 @@ async def test_every_socket_gets_every_event(servers) -> None:
             assert response.status_code == 204
 
     counts = await asyncio.gather(
-        *(count_messages(socket, MOVES_PER_PIPELINE, timeout=10) for socket in sockets)
+        *(count_messages(socket, MOVES_PER_PIPELINE, seconds=10) for socket in sockets)
     )
     total = sum(counts)
     print(f"deliveries: {total} of {len(sockets) * MOVES_PER_PIPELINE}")
