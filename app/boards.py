@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from app.errors import FieldError
@@ -89,3 +91,37 @@ class Cursor:
             return cls(at=dt.datetime.fromisoformat(at), id=int(record_id))
         except ValueError:
             raise FieldError("after", token, "is not a valid page cursor") from None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a changed card goes on one filtered board."""
+
+    visible: bool
+    remove: bool
+    insert_at_top: bool
+
+
+def place_card(
+    board_filter: BoardFilter,
+    record: Mapping[str, Any] | None,
+    person_field: str,
+    moved: bool,
+    reassigned: bool,
+) -> Placement:
+    """Decide how a board with ``board_filter`` shows a changed card.
+
+    A card that changed column or person is taken out and put at the top of
+    its column, which is where the board's order (newest arrival first) puts
+    it. Any other change replaces the card where it is, and a card that no
+    longer matches the filter leaves the board.
+    """
+    visible = record is not None and board_filter.matches(
+        record[person_field], record["team"]
+    )
+    relocated = moved or reassigned
+    return Placement(
+        visible=visible,
+        remove=relocated or not visible,
+        insert_at_top=visible and relocated,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from app.boards import BoardFilter
+from app.boards import BoardFilter, place_card
 from app.comments.live import render_new_comment
 from app.deals import queries
 from app.web.templating import render
@@ -82,15 +82,16 @@ async def render_pipeline(
                 pipeline_id, board_filter, sorted(stage_ids)
             )
 
-        visible = bool(card) and board_filter.matches(deal["owner"], deal["team"])
+        placement = place_card(
+            board_filter, deal if card else None, "owner", moved, reassigned
+        )
         fragments[variant] = render(
             "deals/_live_update.html",
             deal_id=event.record_id,
-            card=card if visible else "",
+            card=card,
             card_oob=card_oob,
             card_stage=deal["stage"] if deal else None,
-            insert_at_top=visible and (moved or reassigned),
-            remove=moved or reassigned or not visible,
+            placement=placement,
             heads=[
                 (stages[stage_id], *column_totals.get(stage_id, (0, Decimal(0))))
                 for stage_id in sorted(stage_ids)

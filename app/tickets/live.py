@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.boards import BoardFilter
+from app.boards import BoardFilter, place_card
 from app.comments.live import render_new_comment
 from app.tickets import queries
 from app.web.templating import render
@@ -56,17 +56,14 @@ async def render_ticket_board(
         else:
             column_counts = await queries.status_counts(board_filter, sorted(statuses))
 
-        visible = bool(card) and board_filter.matches(
-            ticket["assignee"], ticket["team"]
-        )
+        placement = place_card(board_filter, ticket, "assignee", moved, reassigned)
         fragments[variant] = render(
             "tickets/_live_update.html",
             ticket_id=event.record_id,
-            card=card if visible else "",
+            card=card,
             card_oob=card_oob,
             card_status=ticket["status"] if ticket else None,
-            insert_at_top=visible and (moved or reassigned),
-            remove=moved or reassigned or not visible,
+            placement=placement,
             heads=[
                 (status, column_counts.get(status, 0)) for status in sorted(statuses)
             ],

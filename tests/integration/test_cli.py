@@ -114,8 +114,9 @@ def test_import_command_reports_counts() -> None:
 def test_import_command_reports_row_errors(tmp_path) -> None:
     path = tmp_path / "hubspot_deals.csv"
     path.write_text(
-        "Deal ID,Deal Name,Deal Stage,Pipeline,Amount,Close Date,Create Date,Deal Owner,"
-        "Deal Type,Closed Lost Reason,Associated Company Domain,Associated Contact Email\n"
+        "Deal ID,Deal Name,Deal Stage,Pipeline,Amount,Close Date,Create Date,"
+        "Deal Owner,Deal Type,Closed Lost Reason,Associated Company Domain,"
+        "Associated Contact Email\n"
         "D-1,Good deal,Closed Won,Sales Pipeline,100,2025-01-01,2024-01-01,,,,,\n"
         "D-2,Bad deal,Closed Won,Sales Pipeline,lots,2025-01-01,2024-01-01,,,,,\n"
     )

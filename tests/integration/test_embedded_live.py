@@ -55,7 +55,7 @@ async def test_embedded_servers_serve_a_live_change(embedded_env) -> None:
     email, password = re.search(r"sales_rep\s+(\S+)\s+(\S+)", demo).groups()
 
     port = free_port()
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: ASYNC220 - a child that outlives the call
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         cwd=ROOT,
         env=embedded_env,

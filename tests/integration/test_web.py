@@ -254,5 +254,5 @@ async def test_unknown_ticket_status_is_refused(server) -> None:
 
     assert response.status_code == 409
     assert "Status &#39;lost&#39; must be one of" in response.text
-    assert f"afterbegin:#status-new-cards" in response.text
+    assert "afterbegin:#status-new-cards" in response.text
     await session.close()

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from app.boards import BoardFilter, Cursor
+from app.boards import BoardFilter, Cursor, Placement, place_card
 from app.errors import FieldError
 
 
@@ -51,3 +51,28 @@ def test_cursor_token_round_trips() -> None:
 def test_cursor_rejects_garbage() -> None:
     with pytest.raises(FieldError, match="after"):
         Cursor.parse("not-a-cursor")
+
+
+@pytest.mark.parametrize(
+    ("person", "moved", "expected"),
+    [
+        (1, False, Placement(visible=True, remove=False, insert_at_top=False)),
+        (1, True, Placement(visible=True, remove=True, insert_at_top=True)),
+        (2, False, Placement(visible=False, remove=True, insert_at_top=False)),
+        (2, True, Placement(visible=False, remove=True, insert_at_top=False)),
+    ],
+)
+def test_place_card_on_filtered_board(
+    person: int, moved: bool, expected: Placement
+) -> None:
+    record = {"owner": person, "team": None}
+
+    assert (
+        place_card(BoardFilter(person_id=1), record, "owner", moved, False) == expected
+    )
+
+
+def test_place_card_for_deleted_record_removes_it() -> None:
+    placement = place_card(BoardFilter(), None, "owner", False, False)
+
+    assert placement == Placement(visible=False, remove=True, insert_at_top=False)
