@@ -12,7 +12,7 @@ from app.auth.tables import Team, TeamMember, User
 from app.comments.tables import Comment
 from app.contacts.tables import Contact
 from app.deals.tables import Deal, Pipeline, Product, Stage
-from app.events.tables import Event
+from app.events.tables import Event, EventStream, Stream
 from app.imports.tables import ImportJob
 from app.tickets.tables import Ticket
 
@@ -29,6 +29,8 @@ TABLES: list[type[Table]] = [
     Ticket,
     Comment,
     Event,
+    Stream,
+    EventStream,
     ImportJob,
 ]
 

@@ -42,12 +42,16 @@ class CpuWindow:
 
     def start(self) -> None:
         self.started = time.monotonic()
-        self._before = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._before = {
+            name: process_cpu_seconds(pid) for name, pid in self.pids.items()
+        }
         self._machine_before = machine_busy_ticks()
 
     def stop(self) -> None:
         self.stopped = time.monotonic()
-        self._after = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._after = {
+            name: process_cpu_seconds(pid) for name, pid in self.pids.items()
+        }
         self._machine_after = machine_busy_ticks()
 
     @property

@@ -85,8 +85,8 @@ def start_minimal(name: str, env: dict[str, str], log_dir: Path) -> Server:
     return start(name, command, env, log_dir)
 
 
-async def wait_until_healthy(server: Server, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until_healthy(server: Server, seconds: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(timeout=1) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
@@ -103,7 +103,7 @@ async def wait_until_healthy(server: Server, timeout: float = START_TIMEOUT) -> 
                 pass
             await asyncio.sleep(0.1)
     raise TimeoutError(
-        f"server {server.name} at {server.url} was not ready within {timeout} s; "
+        f"server {server.name} at {server.url} was not ready within {seconds} s; "
         f"its log ends with:\n{server.log_tail()}"
     )
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from realtime.messages import Event
+from realtime.messages import Event, frame
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 # ``cache`` is shared by every topic of the same event, so renderers of two
 # topics can load the changed record once.
 Renderer = Callable[[Event, str, set[str], dict[str, Any]], Awaitable[dict[str, str]]]
+# A snapshot renders, for one topic and variant, everything a page shows of
+# it: what a page gets when it is too far behind to replay events.
+Snapshot = Callable[[str, str], Awaitable[str]]
 
 SEND_QUEUE_SIZE = 256
 # Close code 1013 ("try again later") makes the htmx ws extension reconnect.
@@ -39,7 +42,13 @@ class Socket(Protocol):
 
 @dataclass(eq=False)
 class Client:
-    """One connected socket and its bounded queue of outgoing messages."""
+    """One connected socket, its bounded send queue and its stream positions.
+
+    ``sent`` holds, per stream, the last sequence number queued to the
+    socket, so no event is sent twice. While ``held`` is a list, the client
+    is being replayed to and live events wait there, to be sent after the
+    replay in order.
+    """
 
     socket: Socket
     user_id: int
@@ -47,15 +56,43 @@ class Client:
     queue: asyncio.Queue[str | None] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_SIZE)
     )
+    sent: dict[str, int] = field(default_factory=dict)
+    held: list[tuple[str, int, str]] | None = None
     closing: bool = False
     close_code: int = 1000
+
+    def offer_event(
+        self, stream: str, seq: int, html: str, replayed: bool = False
+    ) -> None:
+        """Queue an event's frame unless this socket already has that event."""
+        if self.held is not None and not replayed:
+            self.held.append((stream, seq, html))
+            return
+        if seq <= self.sent.get(stream, 0):
+            return
+        self.sent[stream] = seq
+        self.offer(frame("seq", stream, seq, html))
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def offer_snapshot(self, stream: str, seq: int, html: str) -> None:
+        self.sent[stream] = seq
+        self.offer(frame("snap", stream, seq, html))
+
+    def release(self) -> None:
+        """Send the live events that arrived during a replay, skipping repeats."""
+        held, self.held = self.held or [], None
+        for stream, seq, html in sorted(held, key=lambda item: (item[0], item[1])):
+            self.offer_event(stream, seq, html)
 
     def offer(self, text: str) -> None:
         """Queue ``text``; a client whose queue is full is disconnected.
 
         A full queue means the client stopped reading. Dropping it keeps
         one slow reader from holding memory or delaying everyone else, and
-        on reconnect it renders its page afresh.
+        on reconnect it resumes from its last sequence numbers.
         """
         if self.closing:
             return
@@ -93,11 +130,22 @@ class Hub:
             lambda: defaultdict(set)
         )
         self.renderers: dict[str, Renderer] = {}
+        self.snapshots: dict[str, Snapshot] = {}
         self.clients: set[Client] = set()
 
-    def register(self, family: str, renderer: Renderer) -> None:
+    def register(
+        self, family: str, renderer: Renderer, snapshot: Snapshot | None = None
+    ) -> None:
         """Render events of topics named ``family`` or ``family:<id>``."""
         self.renderers[family] = renderer
+        if snapshot is not None:
+            self.snapshots[family] = snapshot
+
+    def renderer_for(self, topic: str) -> Renderer | None:
+        return self.renderers.get(topic.partition(":")[0])
+
+    def snapshot_for(self, topic: str) -> Snapshot | None:
+        return self.snapshots.get(topic.partition(":")[0])
 
     def join(self, client: Client, topic: str, variant: str = "") -> None:
         self.clients.add(client)
@@ -119,9 +167,9 @@ class Hub:
                 del self.rooms[topic]
         client.subscriptions.clear()
 
-    def disconnect_user(self, user_id: int) -> None:
+    def disconnect_user(self, user_id: int, code: int = 1000) -> None:
         for client in [c for c in self.clients if c.user_id == user_id]:
-            client.stop()
+            client.stop(code)
 
     def close_all(self, code: int = CLOSE_SERVICE_RESTART) -> None:
         for client in list(self.clients):
@@ -136,16 +184,15 @@ class Hub:
             if not variants:
                 continue
 
-            renderer = self.renderers.get(topic.partition(":")[0])
+            renderer = self.renderer_for(topic)
             if renderer is None:
                 logger.error("no renderer for topic=%s event_id=%s", topic, event.id)
                 continue
 
+            seq = event.seqs.get(topic, 0)
             fragments = await renderer(event, topic, set(variants), cache)
             for variant, text in fragments.items():
-                if not text:
-                    continue
                 for client in list(variants.get(variant, ())):
-                    client.offer(text)
+                    client.offer_event(topic, seq, text)
                     sent += 1
         return sent

@@ -10,8 +10,9 @@ import msgspec
 class Event(msgspec.Struct, frozen=True):
     """A committed change, as published to every web process.
 
-    ``id`` is the event's row id in the event log, so it grows in commit
-    order. ``topics`` are the streams pages subscribe to ("pipeline:3").
+    ``id`` is the event's row id in the event log. ``topics`` are the
+    streams pages subscribe to ("pipeline:3"), and ``seqs`` the event's
+    sequence number in each of them: 1, 2, 3... with no gaps, in commit order.
     """
 
     id: int
@@ -21,6 +22,7 @@ class Event(msgspec.Struct, frozen=True):
     record_id: int
     actor_id: int | None = None
     changes: dict[str, Any] = {}
+    seqs: dict[str, int] = {}
 
 
 encoder = msgspec.json.Encoder()
@@ -33,3 +35,14 @@ def encode(event: Event) -> bytes:
 
 def decode(data: bytes) -> Event:
     return decoder.decode(data)
+
+
+# Frames sent to pages start with one header line, which the page's script
+# reads before htmx swaps the rest:
+#   "#seq <stream> <n>"   an event, the n-th of the stream
+#   "#snap <stream> <n>"  a fresh render of what the page shows, as of n
+# Frames without a header (presence, say) are not part of any stream.
+
+
+def frame(kind: str, stream: str, seq: int, html: str) -> str:
+    return f"#{kind} {stream} {seq}\n{html}"

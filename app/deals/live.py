@@ -7,6 +7,7 @@ from typing import Any
 
 from app.boards import BoardFilter, place_card
 from app.comments.live import render_new_comment
+from app.comments.service import timeline
 from app.deals import queries
 from app.web.templating import render
 from realtime.messages import Event
@@ -56,7 +57,7 @@ async def render_pipeline(
         forget_stages(pipeline_id)
         return {variant: reload_fragment(pipeline_id, variant) for variant in variants}
     if event.record_type != "deal":
-        return {}
+        return dict.fromkeys(variants, "")
 
     deal, totals = await load_deal(event, cache)
     stages = {stage["id"]: stage for stage in await pipeline_stages(pipeline_id)}
@@ -114,3 +115,19 @@ async def render_deal_page(
     else:
         text = ""
     return dict.fromkeys(variants, text)
+
+
+async def snapshot_pipeline(topic: str, variant: str) -> str:
+    pipeline_id = int(topic.partition(":")[2])
+    board = await queries.get_board(pipeline_id, BoardFilter.from_key(variant))
+    stages = [column.stage for column in board.columns]
+    return render("deals/_board.html", board=board, stages=stages, oob=True)
+
+
+async def snapshot_deal_page(topic: str, variant: str) -> str:
+    deal_id = int(topic.partition(":")[2])
+    deal = await queries.get_deal(deal_id)
+    comments = await timeline("deal", deal_id)
+    return render("deals/_summary.html", deal=deal, oob=True) + render(
+        "comments/_list.html", comments=comments, oob=True
+    )

@@ -24,6 +24,7 @@ from app.fields import reference
 from app.merge import Conflict
 from app.people import people_choices
 from app.web.forms import FormData, edit_form_state, form_edits
+from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
 
@@ -46,6 +47,7 @@ class PipelineController(Controller):
         team: FromQuery[str | None] = None,
     ) -> Template:
         board_filter = BoardFilter.parse(person, team)
+        live = await live_context([f"pipeline:{pipeline_id}"], board_filter.key)
         board = await queries.get_board(pipeline_id, board_filter)
         return Template(
             "deals/board.html",
@@ -54,8 +56,7 @@ class PipelineController(Controller):
                 "pipelines": await queries.list_pipelines(),
                 "stages": [column.stage for column in board.columns],
                 **await people_choices(),
-                "live_topics": [f"pipeline:{pipeline_id}"],
-                "live_filter": board_filter.key,
+                **live,
             },
         )
 
@@ -106,6 +107,7 @@ class DealController(Controller):
 
     @get("/{deal_id:int}")
     async def deal_page(self, deal_id: FromPath[int]) -> Template:
+        live = await live_context([f"deal:{deal_id}"])
         deal = await queries.get_deal(deal_id)
         return Template(
             "deals/detail.html",
@@ -113,7 +115,7 @@ class DealController(Controller):
                 "deal": deal,
                 "form": await deal_form_context(deal),
                 "comments": await timeline("deal", deal_id),
-                "live_topics": [f"deal:{deal_id}"],
+                **live,
             },
         )
 

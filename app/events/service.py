@@ -1,8 +1,11 @@
 """Write changes and their events in one transaction, publish after commit.
 
 Every service that changes a record does so inside ``change_set()``. The
-event rows commit with the change, and only then are they published, so a
-page never sees an event for a change that was rolled back.
+event rows commit with the change and number it in each of its streams.
+Only then are they published, so a page never sees an event for a change
+that was rolled back. Events whose publication failed, because Redis was
+down or the process died right after commit, are published later by
+``relay_unpublished``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,38 @@ from realtime.messages import Event
 logger = logging.getLogger(__name__)
 
 _bus: Bus | None = None
+
+# One statement per event: the event row, the next number in each of its
+# streams, and the event's place in them. Streams are numbered in name
+# order, so two transactions touching the same streams lock them in the
+# same order and cannot deadlock. The stream row stays locked until commit,
+# so numbers are given out in commit order and a rollback leaves no gap.
+WRITE_EVENT = """
+WITH new_event AS (
+    INSERT INTO event
+        (kind, topics, record_type, record_id, actor_id, changes, created_at)
+    VALUES ({}, {}, {}, {}, {}, {}::jsonb, now())
+    RETURNING id
+), numbered AS (
+    INSERT INTO stream (name, last_seq)
+    SELECT name, 1 FROM unnest({}::varchar[]) AS name ORDER BY name
+    ON CONFLICT (name) DO UPDATE SET last_seq = stream.last_seq + 1
+    RETURNING name, last_seq
+), placed AS (
+    INSERT INTO event_stream (stream, seq, event)
+    SELECT numbered.name, numbered.last_seq, new_event.id FROM numbered, new_event
+    RETURNING stream, seq
+)
+SELECT (SELECT id FROM new_event) AS id,
+       (SELECT json_object_agg(stream, seq) FROM placed)::text AS seqs
+"""
+
+EVENT_COLUMNS = """
+    e.id, e.kind, e.topics, e.record_type, e.record_id, e.actor_id,
+    e.changes::text AS changes,
+    (SELECT json_object_agg(x.stream, x.seq) FROM event_stream x
+     WHERE x.event = e.id)::text AS seqs
+"""
 
 
 def set_bus(bus: Bus | None) -> None:
@@ -49,7 +84,7 @@ class ChangeSet:
                 "kind": kind,
                 "record_type": record_type,
                 "record_id": record_id,
-                "topics": topics,
+                "topics": sorted(set(topics)),
                 "changes": changes or {},
             }
         )
@@ -57,20 +92,16 @@ class ChangeSet:
     async def write(self) -> None:
         """Insert the pending events; must run inside the open transaction."""
         for item in self.pending:
-            changes = msgspec.json.decode(msgspec.json.encode(item["changes"]))
-            rows = (
-                await EventRow.insert(
-                    EventRow(
-                        kind=item["kind"],
-                        topics=item["topics"],
-                        record_type=item["record_type"],
-                        record_id=item["record_id"],
-                        actor_id=self.actor_id,
-                        changes=msgspec.json.encode(changes).decode(),
-                    )
-                )
-                .returning(EventRow.id)
-                .run()
+            changes_json = msgspec.json.encode(item["changes"]).decode()
+            rows = await EventRow.raw(
+                WRITE_EVENT,
+                item["kind"],
+                item["topics"],
+                item["record_type"],
+                item["record_id"],
+                self.actor_id,
+                changes_json,
+                item["topics"],
             )
             self.events.append(
                 Event(
@@ -80,7 +111,8 @@ class ChangeSet:
                     record_type=item["record_type"],
                     record_id=item["record_id"],
                     actor_id=self.actor_id,
-                    changes=changes,
+                    changes=msgspec.json.decode(changes_json),
+                    seqs=msgspec.json.decode(rows[0]["seqs"] or "{}"),
                 )
             )
         self.pending.clear()
@@ -96,21 +128,124 @@ async def change_set(actor_id: int | None = None) -> AsyncIterator[ChangeSet]:
     await publish(changes.events)
 
 
-async def publish(events: list[Event]) -> None:
+async def publish(events: list[Event]) -> bool:
+    """Publish committed events and mark them published; False if that failed."""
     if not events:
-        return
+        return True
     if _bus is None:
-        # Commands such as `crm import` without a running server still work;
-        # open pages catch up on their next load.
-        logger.debug("no bus configured, %d events not published", len(events))
-        return
+        # Commands such as `crm import` run without a bus; the relay of a
+        # running web process publishes their events.
+        return False
     try:
         await _bus.publish(events)
-    except Exception:
-        # The change is committed; failing the request now would make the
-        # user retry a change that already happened.
-        # TODO: a relay that republishes committed events from the event
-        # table would make this delivery survive a Redis outage.
-        logger.exception(
-            "publishing failed event_ids=%s", [event.id for event in events]
+    except Exception as error:
+        # The change is committed, so the request still succeeds and the
+        # relay publishes the events once Redis is back.
+        logger.warning(
+            "publishing failed, the relay will retry event_ids=%s error=%s",
+            [event.id for event in events],
+            error,
         )
+        return False
+
+    await EventRow.raw(
+        "UPDATE event SET published_at = now() WHERE id = ANY({})",
+        [event.id for event in events],
+    )
+    return True
+
+
+def event_from_row(row: dict[str, Any]) -> Event:
+    return Event(
+        id=row["id"],
+        kind=row["kind"],
+        topics=list(row["topics"]),
+        record_type=row["record_type"],
+        record_id=row["record_id"],
+        actor_id=row["actor_id"],
+        changes=msgspec.json.decode(row["changes"] or "{}"),
+        seqs=msgspec.json.decode(row["seqs"] or "{}"),
+    )
+
+
+async def relay_unpublished(min_age_seconds: float = 2.0, limit: int = 500) -> int:
+    """Publish events that committed at least ``min_age_seconds`` ago but never
+    reached the bus; return how many.
+
+    Rows are claimed with SKIP LOCKED, so several processes can relay at
+    once without publishing an event twice. Pages drop an event they already
+    have by its sequence number, in case publication succeeded but marking
+    it failed.
+    """
+    async with EventRow._meta.db.transaction():
+        rows = await EventRow.raw(
+            f"SELECT {EVENT_COLUMNS} FROM event e "
+            "WHERE e.published_at IS NULL "
+            "AND e.created_at < now() - make_interval(secs => {}) "
+            "ORDER BY e.id LIMIT {} FOR UPDATE SKIP LOCKED",
+            min_age_seconds,
+            limit,
+        )
+        events = [event_from_row(row) for row in rows]
+        if events and await publish(events):
+            logger.info("relayed unpublished events count=%d", len(events))
+            return len(events)
+    return 0
+
+
+async def stream_positions(streams: list[str]) -> dict[str, int]:
+    """Return the last sequence number of each stream (0 for a new one).
+
+    A page reads these before it reads its data. An event that commits in
+    between is then both in the data and replayed, which is harmless,
+    rather than in neither.
+    """
+    rows = await EventRow.raw(
+        "SELECT name, last_seq FROM stream WHERE name = ANY({})", streams
+    )
+    found = {row["name"]: row["last_seq"] for row in rows}
+    return {stream: found.get(stream, 0) for stream in streams}
+
+
+async def events_after(stream: str, after: int, limit: int) -> tuple[list[Event], bool]:
+    """Return up to ``limit`` events of ``stream`` after sequence ``after``.
+
+    The flag is False when the stream cannot be replayed from there, because
+    more than ``limit`` events are missing or some were pruned: the page
+    then needs a fresh render instead.
+    """
+    rows = await EventRow.raw(
+        f"SELECT {EVENT_COLUMNS}, es.seq FROM event_stream es "
+        "JOIN event e ON e.id = es.event "
+        "WHERE es.stream = {} AND es.seq > {} ORDER BY es.seq LIMIT {}",
+        stream,
+        after,
+        limit + 1,
+    )
+    if len(rows) > limit:
+        return [], False
+    if rows and rows[0]["seq"] != after + 1:
+        return [], False
+    if not rows:
+        position = (await stream_positions([stream]))[stream]
+        return [], position == after
+    return [event_from_row(row) for row in rows], True
+
+
+async def prune_events(retention_days: int, batch: int = 5000) -> int:
+    """Delete events older than ``retention_days``; return how many."""
+    deleted = 0
+    while True:
+        rows = await EventRow.raw(
+            "DELETE FROM event WHERE id IN (SELECT id FROM event "
+            "WHERE created_at < now() - make_interval(days => {}) LIMIT {}) "
+            "RETURNING id",
+            retention_days,
+            batch,
+        )
+        deleted += len(rows)
+        if len(rows) < batch:
+            break
+        logger.info("pruning events deleted=%d so far", deleted)
+    logger.info("events pruned deleted=%d retention_days=%d", deleted, retention_days)
+    return deleted

@@ -14,3 +14,8 @@ async def render_import(
 ) -> dict[str, str]:
     job = await get_job(event.record_id)
     return dict.fromkeys(variants, render("imports/_progress.html", job=job, oob=True))
+
+
+async def snapshot_import(topic: str, variant: str) -> str:
+    job = await get_job(int(topic.partition(":")[2]))
+    return render("imports/_progress.html", job=job, oob=True)

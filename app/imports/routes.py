@@ -16,6 +16,7 @@ from litestar.response import Redirect, Template
 from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.imports.jobs import create_job, get_job, recent_jobs
+from app.web.pages import live_context
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +84,14 @@ class ImportController(Controller):
 
     @get("/{job_id:int}")
     async def job_page(self, request: UserRequest, job_id: FromPath[int]) -> Template:
+        live = await live_context([f"import:{job_id}"])
         job = await get_job(job_id, user_id=request.user.id)
         return Template(
             "imports/job.html",
             context={
                 "job": job,
-                "live_topics": [f"import:{job_id}"],
                 "section": "import",
+                **live,
             },
         )
 

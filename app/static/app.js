@@ -66,21 +66,102 @@
     });
   });
 
-  // The live socket: a banner while it is down, and a refresh of what the
-  // page shows once it is back, since events sent meanwhile were missed.
-  let wasOpen = false;
-  document.addEventListener("htmx:wsOpen", function () {
-    document.getElementById("live-status").hidden = true;
-    document.body.dataset.live = "open";
-    if (wasOpen) {
-      document.querySelectorAll("[data-live-refresh]").forEach(function (element) {
-        htmx.trigger(element, "live:refresh");
-      });
-    }
-    wasOpen = true;
+  // The live socket. Every frame starts with a header line naming its
+  // stream and sequence number; this page keeps the last number it applied
+  // of each stream, drops repeats, asks for the range it missed when it
+  // sees a jump, and sends its numbers on every (re)connect so that the
+  // server replays what happened meanwhile.
+  // The ws extension reconnects only after close codes 1006, 1012 and 1013
+  // (htmx-ext-ws 2.0.4).
+  // A page must come back after any close but a sign-out or a refused
+  // subscription (proxies closing idle sockets use other codes), so other
+  // codes reach the extension as 1006.
+  const SIGNED_OUT = 4401;
+  const FINAL_CODES = [SIGNED_OUT, 1008];
+  const RECONNECT_CODES = [1006, 1012, 1013];
+  const positions = {};
+  const replaying = {};
+  let liveSocket = null;
+
+  document.querySelectorAll('meta[name="live-stream"]').forEach(function (meta) {
+    positions[meta.content] = Number(meta.dataset.seq);
   });
-  document.addEventListener("htmx:wsClose", function () {
+
+  function send(message) {
+    if (liveSocket) liveSocket.send(JSON.stringify(message));
+  }
+
+  function showBanner(visible) {
+    const banner = document.getElementById("live-status");
+    if (banner) banner.hidden = !visible;
+  }
+
+  htmx.defineExtension("live", {
+    transformResponse: function (text, xhr) {
+      // Only socket frames come without a request.
+      if (xhr || text.charAt(0) !== "#") return text;
+      const newline = text.indexOf("\n");
+      const header = text.slice(1, newline < 0 ? text.length : newline).split(" ");
+      const body = newline < 0 ? "" : text.slice(newline + 1);
+      const kind = header[0];
+
+      if (kind === "ready") {
+        showBanner(false);
+        document.body.dataset.live = "open";
+        return "";
+      }
+      const stream = header[1];
+      const seq = Number(header[2]);
+      if (kind === "snap") {
+        positions[stream] = seq;
+        delete replaying[stream];
+        return body;
+      }
+
+      const last = positions[stream] || 0;
+      if (seq <= last) return "";
+      if (seq > last + 1) {
+        if (!replaying[stream]) {
+          replaying[stream] = true;
+          send({ type: "replay", stream: stream, after: last });
+        }
+        return "";
+      }
+      positions[stream] = seq;
+      delete replaying[stream];
+      return body;
+    },
+  });
+
+  document.addEventListener("htmx:wsOpen", function (event) {
+    liveSocket = event.detail.socketWrapper;
+    Object.keys(replaying).forEach(function (stream) { delete replaying[stream]; });
+    send({ type: "resume", streams: positions });
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
     document.body.dataset.live = "closed";
-    if (wasOpen) document.getElementById("live-status").hidden = false;
+    liveSocket = null;
+    const code = event.detail.event ? event.detail.event.code : 0;
+    if (code === SIGNED_OUT) {
+      window.location.assign("/login");
+      return;
+    }
+    showBanner(true);
   });
+
+  htmx.createWebSocket = function (url) {
+    const socket = new WebSocket(url, []);
+    socket.binaryType = htmx.config.wsBinaryType;
+    let onclose = null;
+    Object.defineProperty(socket, "onclose", {
+      get: function () { return onclose; },
+      set: function (handler) { onclose = handler; },
+    });
+    socket.addEventListener("close", function (event) {
+      if (!onclose) return;
+      const keep = FINAL_CODES.includes(event.code) || RECONNECT_CODES.includes(event.code);
+      onclose(keep ? event : new CloseEvent("close", { code: 1006, reason: event.reason }));
+    });
+    return socket;
+  };
 })();

@@ -6,6 +6,7 @@ from typing import Any
 
 from app.boards import BoardFilter, place_card
 from app.comments.live import render_new_comment
+from app.comments.service import timeline
 from app.tickets import queries
 from app.web.templating import render
 from realtime.messages import Event
@@ -34,7 +35,7 @@ async def render_ticket_board(
             for variant in variants
         }
     if event.record_type != "ticket":
-        return {}
+        return dict.fromkeys(variants, "")
 
     ticket, counts = await load_ticket(event, cache)
     moved = event.kind == "ticket.created" or "status" in event.changes
@@ -84,3 +85,17 @@ async def render_ticket_page(
     else:
         text = ""
     return dict.fromkeys(variants, text)
+
+
+async def snapshot_ticket_board(topic: str, variant: str) -> str:
+    board = await queries.get_board(BoardFilter.from_key(variant))
+    return render("tickets/_board.html", board=board, oob=True)
+
+
+async def snapshot_ticket_page(topic: str, variant: str) -> str:
+    ticket_id = int(topic.partition(":")[2])
+    ticket = await queries.get_ticket(ticket_id)
+    comments = await timeline("ticket", ticket_id)
+    return render("tickets/_summary.html", ticket=ticket, oob=True) + render(
+        "comments/_list.html", comments=comments, oob=True
+    )

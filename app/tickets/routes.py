@@ -23,6 +23,7 @@ from app.tickets.service import (
 )
 from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES
 from app.web.forms import FormData, edit_form_state, form_edits
+from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
 QUICK_FIELDS = ("status", "priority", "assignee")
@@ -36,13 +37,13 @@ class TicketBoardController(Controller):
         self, person: FromQuery[str | None] = None, team: FromQuery[str | None] = None
     ) -> Template:
         board_filter = BoardFilter.parse(person, team)
+        live = await live_context(["tickets"], board_filter.key)
         return Template(
             "tickets/board.html",
             context={
                 "board": await queries.get_board(board_filter),
                 **await people_choices(),
-                "live_topics": ["tickets"],
-                "live_filter": board_filter.key,
+                **live,
             },
         )
 
@@ -83,6 +84,7 @@ class TicketController(Controller):
 
     @get("/{ticket_id:int}")
     async def ticket_page(self, ticket_id: FromPath[int]) -> Template:
+        live = await live_context([f"ticket:{ticket_id}"])
         ticket = await queries.get_ticket(ticket_id)
         return Template(
             "tickets/detail.html",
@@ -90,7 +92,7 @@ class TicketController(Controller):
                 "ticket": ticket,
                 "form": await ticket_form_context(ticket),
                 "comments": await timeline("ticket", ticket_id),
-                "live_topics": [f"ticket:{ticket_id}"],
+                **live,
             },
         )
 

@@ -1,13 +1,28 @@
-"""The one websocket each page opens, and the process's share of the bus."""
+"""The one websocket each page opens, and the process's share of the bus.
+
+A page connects to ``/live?topic=...`` and, with ``resume=1``, sends as its
+first message the last sequence number it holds of each stream::
+
+    {"type": "resume", "streams": {"pipeline:3": 41}}
+
+It may later ask for a range it missed, after seeing a jump in numbers::
+
+    {"type": "replay", "stream": "pipeline:3", "after": 57}
+
+Everything the server sends is a frame of htmx out-of-band fragments with a
+header line (see ``realtime.messages``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Litestar, WebSocket, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -17,15 +32,43 @@ from litestar.params import FromQuery
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter
 from app.errors import FieldError, NotFound
-from app.events.service import set_bus
+from app.events.service import (
+    events_after,
+    relay_unpublished,
+    set_bus,
+    stream_positions,
+)
 from realtime.bus import Bus, consume
 from realtime.hub import Client, Hub
+from realtime.resume import catch_up
 
 logger = logging.getLogger(__name__)
 
 # Close code for a refused subscription; the htmx ws extension does not
 # reconnect after it.
 CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+# A page this many events behind on a stream gets a fresh render instead.
+REPLAY_LIMIT = int(os.environ.get("CRM_REPLAY_LIMIT", "1000"))
+# How long a page that promised a resume message may take to send it.
+RESUME_TIMEOUT = 5.0
+MAX_MESSAGE_BYTES = 8192
+RELAY_INTERVAL = 1.0
+# Tells the page that the replay is over and it shows the present.
+READY_FRAME = "#ready\n"
+
+
+class Resume(msgspec.Struct, tag="resume"):
+    streams: dict[str, int]
+
+
+class Replay(msgspec.Struct, tag="replay"):
+    stream: str
+    after: int
+
+
+ClientMessage = Resume | Replay
+decode_message = msgspec.json.Decoder(ClientMessage).decode
 
 
 @websocket("/live")
@@ -35,6 +78,7 @@ async def live_socket(
     topic: FromQuery[list[str]],
     person: FromQuery[str | None] = None,
     team: FromQuery[str | None] = None,
+    resume: FromQuery[bool] = False,
 ) -> None:
     from app.web.topics import resolve_topic
 
@@ -51,15 +95,19 @@ async def live_socket(
         await socket.close(code=CLOSE_POLICY_VIOLATION, reason=str(error)[:120])
         return
 
+    if resume:
+        # Live events wait until the page has said where it is.
+        client.hold()
     for name, variant in variants:
         hub.join(client, name, variant)
     writer = asyncio.create_task(client.write())
     try:
-        while not client.closing:
-            # Pages send nothing yet; reading notices the client going away.
-            await socket.receive_text()
+        await serve_client(hub, client, socket, awaiting_resume=resume)
     except WebSocketDisconnect:
         pass
+    except Exception:
+        logger.exception("live socket failed user_id=%s topics=%s", user.id, topic)
+        client.stop(CLOSE_INTERNAL_ERROR)
     finally:
         hub.leave(client)
         client.stop()
@@ -68,37 +116,112 @@ async def live_socket(
         writer.cancel()
 
 
-def provide_hub(socket: WebSocket) -> Hub:
-    return socket.app.state.hub
+async def serve_client(
+    hub: Hub, client: Client, socket: WebSocket[Any, Any, Any], awaiting_resume: bool
+) -> None:
+    """Answer the page's resume and replay requests until it goes away."""
+    while not client.closing:
+        try:
+            timeout = RESUME_TIMEOUT if awaiting_resume else None
+            text = await asyncio.wait_for(socket.receive_text(), timeout)
+        except TimeoutError:
+            logger.info("no resume message, going live user_id=%s", client.user_id)
+            awaiting_resume = False
+            client.release()
+            continue
+
+        message = parse_message(text, client)
+        if isinstance(message, Resume):
+            awaiting_resume = False
+            await catch_up(
+                hub,
+                client,
+                message.streams,
+                events_after,
+                stream_positions,
+                REPLAY_LIMIT,
+            )
+            client.offer(READY_FRAME)
+        elif isinstance(message, Replay):
+            subscribed = {name for name, _ in client.subscriptions}
+            if message.stream in subscribed:
+                await catch_up(
+                    hub,
+                    client,
+                    {message.stream: message.after},
+                    events_after,
+                    stream_positions,
+                    REPLAY_LIMIT,
+                )
+
+
+def parse_message(text: str, client: Client) -> ClientMessage | None:
+    if len(text) > MAX_MESSAGE_BYTES:
+        logger.warning("socket message too large user_id=%s", client.user_id)
+        return None
+    try:
+        return decode_message(text)
+    except msgspec.ValidationError as error:
+        logger.warning("invalid socket message user_id=%s: %s", client.user_id, error)
+    except msgspec.DecodeError:
+        logger.warning("undecodable socket message user_id=%s", client.user_id)
+    return None
+
+
+def provide_hub(socket: WebSocket[Any, Any, Any]) -> Hub:
+    hub: Hub = socket.app.state.hub
+    return hub
+
+
+async def relay_forever(interval: float = RELAY_INTERVAL) -> None:
+    """Publish events whose publication failed, for as long as the app runs."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await relay_unpublished()
+        except Exception:
+            logger.exception("relay of unpublished events failed")
 
 
 @contextlib.asynccontextmanager
 async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Subscribe this process to the bus for as long as the app runs."""
-    from app.deals.live import render_deal_page, render_pipeline
-    from app.imports.live import render_import
-    from app.tickets.live import render_ticket_board, render_ticket_page
+    from app.deals.live import (
+        render_deal_page,
+        render_pipeline,
+        snapshot_deal_page,
+        snapshot_pipeline,
+    )
+    from app.imports.live import render_import, snapshot_import
+    from app.tickets.live import (
+        render_ticket_board,
+        render_ticket_page,
+        snapshot_ticket_board,
+        snapshot_ticket_page,
+    )
 
     settings = app.state.settings
     bus = Bus(app.state.redis, settings.redis_prefix)
     hub = Hub()
-    hub.register("pipeline", render_pipeline)
-    hub.register("deal", render_deal_page)
-    hub.register("tickets", render_ticket_board)
-    hub.register("ticket", render_ticket_page)
-    hub.register("import", render_import)
+    hub.register("pipeline", render_pipeline, snapshot_pipeline)
+    hub.register("deal", render_deal_page, snapshot_deal_page)
+    hub.register("tickets", render_ticket_board, snapshot_ticket_board)
+    hub.register("ticket", render_ticket_page, snapshot_ticket_page)
+    hub.register("import", render_import, snapshot_import)
     app.state.hub = hub
     set_bus(bus)
 
     ready = asyncio.Event()
     consumer = asyncio.create_task(consume(bus, hub.dispatch, ready))
+    relay = asyncio.create_task(relay_forever())
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:
         yield
     finally:
         hub.close_all()
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
+        for task in (consumer, relay):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         set_bus(None)
         logger.info("realtime stopped")

@@ -1,0 +1,137 @@
+"""A client process: it holds many live sockets and timestamps every frame.
+
+The parent process drives it over a pipe with the commands "count", "reset"
+and "stop" (see ``bench.fleet``). Frames are matched to changes by the first
+``id="deal-<id>"`` they contain, so only that id and the receive time are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+DEAL_ID = re.compile(r'id="deal-(\d+)"')
+CONNECTS_AT_ONCE = 50
+OPEN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class SocketSpec:
+    url: str
+    topic: str
+
+
+@dataclass
+class Receiver:
+    """The frames one socket received: (deal id, CLOCK_MONOTONIC ns)."""
+
+    spec: SocketSpec
+    frames: list[tuple[int, int]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    unmatched: int = 0
+    close_code: int | None = None
+
+    async def receive(self, socket: ClientConnection) -> None:
+        try:
+            async for message in socket:
+                received = time.monotonic_ns()
+                text = message if isinstance(message, str) else message.decode()
+                match = DEAL_ID.search(text)
+                if match is None:
+                    self.unmatched += 1
+                    continue
+                self.frames.append((int(match.group(1)), received))
+                self.sizes.append(len(text))
+        except ConnectionClosed:
+            pass
+        self.close_code = socket.close_code
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.sizes.clear()
+        self.unmatched = 0
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "topic": self.spec.topic,
+            "frames": self.frames,
+            "sizes": self.sizes,
+            "unmatched": self.unmatched,
+            "closed_early": self.close_code,
+        }
+
+
+async def open_socket(
+    spec: SocketSpec, headers: dict[str, str], limit: asyncio.Semaphore
+) -> ClientConnection:
+    # Browsers send no pings, so neither do these clients. Compression is
+    # negotiated as browsers negotiate it (permessage-deflate).
+    async with limit:
+        return await connect(
+            spec.url,
+            additional_headers=headers,
+            open_timeout=OPEN_TIMEOUT,
+            ping_interval=None,
+            max_size=None,
+        )
+
+
+async def serve(
+    specs: list[SocketSpec], headers: dict[str, str], pipe: Connection
+) -> None:
+    limit = asyncio.Semaphore(CONNECTS_AT_ONCE)
+    try:
+        sockets = await asyncio.gather(
+            *(open_socket(spec, headers, limit) for spec in specs)
+        )
+    except Exception as error:
+        pipe.send(("error", f"{type(error).__name__}: {error}"))
+        return
+
+    receivers = [Receiver(spec) for spec in specs]
+    tasks = [
+        asyncio.create_task(receiver.receive(socket))
+        for receiver, socket in zip(receivers, sockets, strict=True)
+    ]
+    extensions = sorted(
+        {
+            type(extension).__name__
+            for s in sockets
+            for extension in s.protocol.extensions
+        }
+    )
+    pipe.send(("ready", len(sockets), extensions))
+
+    while True:
+        command = await asyncio.to_thread(pipe.recv)
+        if command == "count":
+            pipe.send(("count", sum(len(receiver.frames) for receiver in receivers)))
+        elif command == "reset":
+            for receiver in receivers:
+                receiver.clear()
+            pipe.send(("reset",))
+        elif command == "stop":
+            break
+
+    # Results first, so closing a thousand sockets is not in the measurement.
+    pipe.send(("results", [receiver.result() for receiver in receivers]))
+    await asyncio.gather(
+        *(socket.close() for socket in sockets), return_exceptions=True
+    )
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run(specs: list[SocketSpec], headers: dict[str, str], pipe: Connection) -> None:
+    """Process entry point: connect ``specs``, then follow the pipe's commands."""
+    asyncio.run(serve(specs, headers, pipe))

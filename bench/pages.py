@@ -1,0 +1,53 @@
+"""Time to the full response of pages, requested one after another.
+
+The pages are requested in turn in each round, so that a noisy moment of the
+machine falls on all of them alike, the baseline included.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from dataclasses import dataclass, field
+
+from bench.session import Session
+
+LOAD_MORE = re.compile(r'hx-get="(/pipelines/\d+/stages/\d+/cards\?after=[^"]+)"')
+
+
+@dataclass
+class Page:
+    name: str
+    path: str
+    htmx: bool = False
+    samples_ms: list[float] = field(default_factory=list)
+    size_bytes: int = 0
+
+
+async def load_more_path(session: Session, board_path: str) -> str:
+    """Return the first column's "load more" URL from the board page."""
+    response = await session.http.get(board_path)
+    match = LOAD_MORE.search(response.text)
+    if match is None:
+        raise RuntimeError(f"no 'load more' link found on {board_path}")
+    return html.unescape(match.group(1))
+
+
+async def time_pages(
+    session: Session, pages: list[Page], warmup: int, rounds: int
+) -> None:
+    """Request each page ``warmup + rounds`` times, recording the last ``rounds``."""
+    for number in range(warmup + rounds):
+        for page in pages:
+            headers = {"hx-request": "true"} if page.htmx else {}
+            started = time.perf_counter_ns()
+            response = await session.http.get(page.path, headers=headers)
+            elapsed = time.perf_counter_ns() - started
+            if response.status_code != 200:
+                raise RuntimeError(
+                    f"GET {page.path} returned {response.status_code}, expected 200"
+                )
+            if number >= warmup:
+                page.samples_ms.append(elapsed / 1e6)
+                page.size_bytes = len(response.content)

@@ -1,0 +1,166 @@
+"""The results file: figures, targets, ratios to baselines, and a text summary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.pages import Page
+from bench.stats import Summary, Target
+
+BOARD_PAGE_TARGET = Target("p95", 30.0, "ms")
+LATENCY_TARGET = Target("p99", 50.0, "ms")
+# Server CPU per delivery of a minimal Litestar fan-out (one psubscribe,
+# send_text per socket) under uvicorn's websockets-sansio, measured earlier
+# with 2,000 sockets on a 2-core machine; it is not re-measured by this run.
+REFERENCE_US_PER_DELIVERY = 17.0
+
+
+def page_entry(page: Page, health: Summary, target: Target | None) -> dict[str, Any]:
+    summary = Summary.of(page.samples_ms, "ms")
+    entry: dict[str, Any] = {
+        "path": page.path,
+        "response_bytes": page.size_bytes,
+        **summary.to_json(),
+        "ratio_to_health": summary.ratios(health),
+    }
+    if target is not None:
+        entry["target"] = target.check(summary.value(target.statistic))
+    return entry
+
+
+def latency_ratios(
+    run: dict[str, Any], baseline: dict[str, Any] | None
+) -> dict[str, float]:
+    if not run["latency_ms"] or not baseline or not baseline["latency_ms"]:
+        return {}
+    return {
+        name: round(run["latency_ms"][name] / baseline["latency_ms"][name], 2)
+        for name in ("p50", "p95", "p99", "max", "mean")
+        if baseline["latency_ms"][name] > 0
+    }
+
+
+def fanout_entry(
+    run: dict[str, Any],
+    minimal: dict[str, Any],
+    redis: Summary,
+    target: Target | None,
+) -> dict[str, Any]:
+    entry = dict(run)
+    entry["lost_target"] = {
+        "limit": 0,
+        "measured": run["lost"],
+        "passed": run["lost"] == 0,
+    }
+    if target is not None and run["latency_ms"]:
+        entry["target"] = target.check(run["latency_ms"][target.statistic])
+    entry["latency_ratio_to_minimal_fanout"] = latency_ratios(run, minimal)
+    if run["latency_ms"]:
+        entry["latency_ratio_to_redis_round_trip"] = {
+            name: round(run["latency_ms"][name] / redis.value(name), 2)
+            for name in ("p50", "p95", "p99")
+        }
+    return entry
+
+
+def cpu_entry(run: dict[str, Any], minimal: dict[str, Any]) -> dict[str, Any]:
+    ours = run["server_cpu_us_per_delivery"]
+    baseline = minimal["server_cpu_us_per_delivery"]
+    return {
+        "us_per_delivery": ours,
+        "deliveries_per_s": run["deliveries_per_s"],
+        "minimal_fanout_us_per_delivery": baseline,
+        "ratio_to_minimal_fanout": round(ours / baseline, 2)
+        if ours and baseline
+        else None,
+        "reference_us_per_delivery": REFERENCE_US_PER_DELIVERY,
+        "ratio_to_reference": round(ours / REFERENCE_US_PER_DELIVERY, 2)
+        if ours
+        else None,
+    }
+
+
+def measurements(
+    imported: dict[str, int],
+    redis: Summary,
+    pages: dict[str, Page],
+    board: dict[str, Any],
+    board_minimal: dict[str, Any],
+    heavy: dict[str, Any],
+    heavy_minimal: dict[str, Any],
+    queries: dict[str, Any],
+) -> dict[str, Any]:
+    health = Summary.of(pages["health"].samples_ms, "ms")
+    result: dict[str, Any] = {
+        "board_page": page_entry(pages["board"], health, BOARD_PAGE_TARGET),
+        "column_load_more": page_entry(pages["column_load_more"], health, None),
+    }
+    if "ticket_board" in pages:
+        result["ticket_board"] = page_entry(pages["ticket_board"], health, None)
+    result["live_board"] = fanout_entry(board, board_minimal, redis, LATENCY_TARGET)
+    result["live_heavy"] = fanout_entry(heavy, heavy_minimal, redis, None)
+    result["server_cpu_per_delivery"] = {
+        "live_board": cpu_entry(board, board_minimal),
+        "live_heavy": cpu_entry(heavy, heavy_minimal),
+    }
+    result["queries"] = queries
+    return {
+        "imported": imported,
+        "measurements": result,
+        "baselines": {
+            "health": {"path": "/health", **health.to_json()},
+            "redis_publish_to_receive": redis.to_json(),
+            "minimal_fanout_board": board_minimal,
+            "minimal_fanout_heavy": heavy_minimal,
+        },
+    }
+
+
+def write(folder: Path, result: dict[str, Any], started_at: dt.datetime) -> Path:
+    """Write ``<UTC timestamp>.json``, overwrite ``latest.json``, return the first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2) + "\n"
+    path = folder / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(text)
+    (folder / "latest.json").write_text(text)
+    return path
+
+
+def verdict(target: dict[str, Any] | None) -> str:
+    if not target:
+        return ""
+    word = "pass" if target["passed"] else "FAIL"
+    return f"  [{word}: {target['statistic']} <= {target['limit']:g} {target['unit']}]"
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """Return a few lines with the main figures, for the terminal."""
+    figures = result["measurements"]
+    lines = []
+    for name in ("board_page", "column_load_more", "ticket_board"):
+        if name in figures:
+            page = figures[name]
+            ratio = page["ratio_to_health"].get("p95", 0)
+            lines.append(
+                f"{name:<18} p50 {page['p50']:7.2f}  p95 {page['p95']:7.2f}  "
+                f"p99 {page['p99']:7.2f} ms  x{ratio:.1f} /health p95"
+                f"{verdict(page.get('target'))}"
+            )
+    for name in ("live_board", "live_heavy"):
+        run = figures[name]
+        latency = run["latency_ms"] or {"p50": 0, "p95": 0, "p99": 0}
+        lines.append(
+            f"{name:<18} p50 {latency['p50']:7.2f}  p95 {latency['p95']:7.2f}  "
+            f"p99 {latency['p99']:7.2f} ms  lost {run['lost']}  "
+            f"{run['server_cpu_us_per_delivery']} us/delivery  "
+            f"{run['deliveries_per_s']} deliveries/s{verdict(run.get('target'))}"
+        )
+    event = figures["queries"]["live_event"]
+    lines.append(
+        f"{'queries per event':<18} {event['statements_per_unit']} statements, "
+        f"{event['round_trip_per_unit']} round trips"
+    )
+    return lines

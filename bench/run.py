@@ -1,0 +1,253 @@
+"""The whole run: set up, measure, report, and remove what it created.
+
+Everything the run creates is undone when it ends, also on failure or
+interruption: the web and client processes, the database and the Redis keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from redis.asyncio import Redis
+
+from bench import database, phases, report
+from bench.changes import MovePlanner
+from bench.machine import describe_machine, git_commit
+from bench.progress import Steps, say
+from bench.session import Session
+from bench.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MAVEN_FOLDER = "crm_sales_opportunities"
+TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
+STEPS = 12
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("CRM_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+async def delete_keys(redis_url: str, prefix: str) -> None:
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+async def main(
+    settings: Settings, maven_folder: Path, tickets_file: Path | None, log_dir: Path
+) -> Path:
+    """Run every measurement and return the path of the results file."""
+    started_at = dt.datetime.now(dt.UTC)
+    run_id = secrets.token_hex(5)
+    name = f"crm_bench_{run_id}"
+    server_url = database.server_url()
+    admin_url = database.database_url(
+        urlsplit(server_url).path.lstrip("/") or "postgres"
+    )
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    prefix = f"crm-bench-{run_id}:"
+    server_env = {
+        "DATABASE_URL": database.database_url(name),
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": prefix,
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "CRM_DATA_DIR": str(log_dir / "data"),
+    }
+    # The application reads these once, when its modules are first imported.
+    os.environ.update(server_env)
+
+    steps = Steps(STEPS)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            steps.step(f"creating database {name} and migrating")
+            await database.create_database(name, admin_url)
+            stack.push_async_callback(database.drop_database, name, admin_url)
+            stack.push_async_callback(delete_keys, redis_url, prefix)
+            await database.migrate()
+            result = await measure_all(
+                settings, steps, stack, log_dir, server_env, maven_folder, tickets_file
+            )
+            steps.step("writing the results")
+            machine = await describe_machine(database.database_url(name), redis_url)
+            path = report.write(
+                ROOT / "bench" / "results",
+                {
+                    "started_at": started_at.isoformat(timespec="seconds"),
+                    "duration_s": round(
+                        (dt.datetime.now(dt.UTC) - started_at).total_seconds(), 1
+                    ),
+                    "command": "python -m bench"
+                    + (" --quick" if settings.quick else ""),
+                    "machine": machine,
+                    "git": git_commit(ROOT),
+                    "settings": settings.to_json(),
+                    **result,
+                },
+                started_at,
+            )
+        finally:
+            say("stopping servers and dropping the database")
+    return path
+
+
+async def measure_all(
+    settings: Settings,
+    steps: Steps,
+    stack: contextlib.AsyncExitStack,
+    log_dir: Path,
+    server_env: dict[str, str],
+    maven_folder: Path,
+    tickets_file: Path | None,
+) -> dict[str, Any]:
+    from app.piccolo_conf import DB
+
+    await DB.start_connection_pool(min_size=1, max_size=4)
+    stack.push_async_callback(DB.close_connection_pool)
+
+    steps.step(f"importing {maven_folder}")
+    imported = await database.import_dataset("maven", maven_folder)
+    if tickets_file is not None:
+        imported |= await database.import_dataset("tickets", tickets_file)
+
+    steps.step("creating the bench user and the small pipelines")
+    email, password = await database.create_bench_user()
+    from app.imports.maven import PIPELINE
+
+    maven = await database.find_pipeline(PIPELINE)
+    small = await database.create_small_pipelines(
+        settings.heavy_pipelines, phases.deals_needed(settings)
+    )
+    context = phases.Context(
+        settings=settings,
+        stack=stack,
+        log_dir=log_dir,
+        server_env=server_env,
+        redis_url=server_env["REDIS_URL"],
+        redis_prefix=server_env["REDIS_PREFIX"],
+        email=email,
+        password=password,
+        maven=maven,
+        small=small,
+        has_tickets=tickets_file is not None,
+        maven_moves=MovePlanner([maven]),
+        small_moves=MovePlanner(small),
+    )
+
+    names = ["writer"] + [f"web-{n}" for n in range(1, settings.heavy_servers + 1)]
+    steps.step(f"starting {len(names)} web servers")
+    await phases.start_servers(context, names)
+    context.writer = Session(context.servers["writer"].url)
+    stack.push_async_callback(context.writer.close)
+    await context.writer.sign_in(email, password)
+
+    steps.step("baseline: Redis PUBLISH to receipt")
+    redis = await phases.redis_baseline(context)
+
+    steps.step(
+        f"board pages, {settings.page_rounds} rounds after {settings.page_warmup}"
+    )
+    pages = await phases.board_pages(context)
+
+    steps.step(
+        f"live board: {settings.board_sockets} sockets, {settings.board_changes} moves"
+    )
+    board = await phases.board_fanout(context)
+
+    steps.step("baseline: minimal fan-out, same sockets and rate")
+    board_minimal = await phases.minimal_fanout(
+        context,
+        [maven.topic],
+        settings.board_sockets,
+        1,
+        settings.board_client_processes,
+        settings.board_changes,
+        settings.board_rate,
+        board["frame_size_median_chars"],
+    )
+
+    steps.step(
+        f"heavy fan-out: {settings.heavy_sockets} sockets on "
+        f"{settings.heavy_pipelines} boards, {settings.heavy_changes} moves"
+    )
+    heavy = await phases.heavy_fanout(context)
+
+    steps.step("baseline: minimal fan-out, heavy shape")
+    heavy_minimal = await phases.minimal_fanout(
+        context,
+        [pipeline.topic for pipeline in small],
+        settings.heavy_sockets_per_pipeline,
+        settings.heavy_servers,
+        settings.heavy_client_processes,
+        settings.heavy_changes,
+        settings.heavy_rate,
+        heavy["frame_size_median_chars"],
+    )
+
+    steps.step("queries per page, event and move, counted on the wire")
+    upstream = urlsplit(server_env["DATABASE_URL"])
+    queries = await phases.query_counts(
+        context,
+        urlsplit(server_env["DATABASE_URL"]).path.lstrip("/"),
+        (upstream.hostname or "127.0.0.1", upstream.port or 5432),
+    )
+
+    return report.measurements(
+        imported=imported,
+        redis=redis,
+        pages=pages,
+        board=board,
+        board_minimal=board_minimal,
+        heavy=heavy,
+        heavy_minimal=heavy_minimal,
+        queries=queries,
+    )
+
+
+def find_datasets() -> tuple[Path, Path | None]:
+    """Return the Maven folder and the tickets file, or None for missing tickets."""
+    maven_folder = datasets_dir() / MAVEN_FOLDER
+    if not maven_folder.is_dir():
+        raise SystemExit(
+            f"The Maven dataset folder {maven_folder} was not found. Set CRM_DATASETS "
+            f"to the folder that contains {MAVEN_FOLDER}/."
+        )
+    tickets_file = datasets_dir() / TICKETS_FILE
+    if not tickets_file.is_file():
+        say(f"{tickets_file} not found, so the ticket board is not measured")
+        return maven_folder, None
+    return maven_folder, tickets_file
+
+
+def run(settings: Settings) -> Path:
+    """Run ``main`` so that SIGTERM cleans up as Ctrl-C does."""
+    maven_folder, tickets_file = find_datasets()
+    log_dir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+
+    async def guarded() -> Path:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main(settings, maven_folder, tickets_file, log_dir)
+
+    try:
+        path = asyncio.run(guarded())
+    except BaseException:
+        say(f"the run failed; server logs are kept in {log_dir}")
+        raise
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return path

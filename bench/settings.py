@@ -1,0 +1,61 @@
+"""How much each measurement does: request counts, socket counts and rates."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    page_warmup: int = 20
+    page_rounds: int = 300
+    redis_warmup: int = 50
+    redis_round_trips: int = 500
+    # One board watched by many sockets on one web process.
+    board_sockets: int = 100
+    board_client_processes: int = 1
+    board_rate: float = 20.0
+    board_seconds: float = 10.0
+    # Many small boards over several web processes.
+    heavy_pipelines: int = 50
+    heavy_sockets_per_pipeline: int = 20
+    heavy_servers: int = 2
+    heavy_client_processes: int = 4
+    heavy_rate: float = 100.0
+    heavy_seconds: float = 10.0
+    warmup_changes: int = 10
+    query_pages: int = 20
+    query_sockets: int = 10
+    query_events: int = 50
+    query_moves: int = 20
+    quick: bool = False
+
+    @classmethod
+    def quick_run(cls) -> Settings:
+        """Settings for a smoke run of about a minute; its figures are rough."""
+        return replace(
+            cls(),
+            page_rounds=50,
+            redis_round_trips=100,
+            board_seconds=2.0,
+            heavy_seconds=2.0,
+            query_events=10,
+            query_moves=5,
+            quick=True,
+        )
+
+    @property
+    def board_changes(self) -> int:
+        return round(self.board_rate * self.board_seconds)
+
+    @property
+    def heavy_changes(self) -> int:
+        return round(self.heavy_rate * self.heavy_seconds)
+
+    @property
+    def heavy_sockets(self) -> int:
+        return self.heavy_pipelines * self.heavy_sockets_per_pipeline
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

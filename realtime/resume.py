@@ -1,0 +1,86 @@
+"""Bring a reconnecting socket up to date, then let live events through.
+
+A page sends the last sequence number it applied for each stream. The
+socket is held (live events wait in order) while the events after those
+numbers are read from the event log and sent; then the held events follow,
+minus any the replay already covered. A stream too far behind, beyond the
+replay limit or the retention window, gets a fresh render instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from realtime.hub import Client, Hub
+from realtime.messages import Event
+
+logger = logging.getLogger(__name__)
+
+# Reads up to ``limit`` events of a stream after a sequence number; the flag
+# is False when the stream cannot be replayed from there.
+EventSource = Callable[[str, int, int], Awaitable[tuple[list[Event], bool]]]
+PositionSource = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+
+async def catch_up(
+    hub: Hub,
+    client: Client,
+    positions: dict[str, int],
+    events_after: EventSource,
+    stream_positions: PositionSource,
+    limit: int,
+) -> None:
+    """Replay what ``client`` missed on each subscribed stream in ``positions``."""
+    client.hold()
+    try:
+        for topic, variant in list(client.subscriptions):
+            if topic not in positions:
+                continue
+            after = positions[topic]
+            client.sent[topic] = after
+            events, complete = await events_after(topic, after, limit)
+            if complete:
+                await replay(hub, client, topic, variant, events)
+            else:
+                await send_snapshot(hub, client, topic, variant, stream_positions)
+    finally:
+        client.release()
+
+
+async def replay(
+    hub: Hub, client: Client, topic: str, variant: str, events: list[Event]
+) -> None:
+    renderer = hub.renderer_for(topic)
+    if renderer is None:
+        return
+    for event in events:
+        fragments = await renderer(event, topic, {variant}, {})
+        client.offer_event(
+            topic, event.seqs[topic], fragments.get(variant, ""), replayed=True
+        )
+    if events:
+        logger.info(
+            "replayed events user_id=%s topic=%s count=%d",
+            client.user_id,
+            topic,
+            len(events),
+        )
+
+
+async def send_snapshot(
+    hub: Hub,
+    client: Client,
+    topic: str,
+    variant: str,
+    stream_positions: PositionSource,
+) -> None:
+    snapshot = hub.snapshot_for(topic)
+    if snapshot is None:
+        logger.error("no snapshot for topic=%s user_id=%s", topic, client.user_id)
+        return
+    # Read the position before rendering, as pages do: an event that commits
+    # in between is in the render and also sent live, never in neither.
+    position = (await stream_positions([topic]))[topic]
+    client.offer_snapshot(topic, position, await snapshot(topic, variant))
+    logger.info("sent fresh render user_id=%s topic=%s", client.user_id, topic)
