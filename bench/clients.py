@@ -1,14 +1,14 @@
 """A client process: it holds many live sockets and timestamps every frame.
 
-The parent process drives it over a pipe with the commands "count", "reset"
-and "stop" (see ``bench.fleet``). Frames are matched to changes by the first
-``id="deal-<id>"`` they contain, so only that id and the receive time are kept.
+The parent process drives it over a pipe with the commands "count", "reset",
+"results" and "stop" (see ``bench.fleet``). Frames are matched to changes by
+the first ``id="deal-<id>"`` they contain, so only that id and the receive
+time are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,6 +27,14 @@ OPEN_TIMEOUT = 60.0
 class SocketSpec:
     url: str
     topic: str
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Request headers, and whether to offer permessage-deflate as browsers do."""
+
+    headers: dict[str, str]
+    compression: bool = True
 
 
 @dataclass
@@ -55,8 +63,8 @@ class Receiver:
         self.close_code = socket.close_code
 
     def clear(self) -> None:
-        self.frames.clear()
-        self.sizes.clear()
+        self.frames = []
+        self.sizes = []
         self.unmatched = 0
 
     def result(self) -> dict[str, Any]:
@@ -70,14 +78,14 @@ class Receiver:
 
 
 async def open_socket(
-    spec: SocketSpec, headers: dict[str, str], limit: asyncio.Semaphore
+    spec: SocketSpec, options: ClientOptions, limit: asyncio.Semaphore
 ) -> ClientConnection:
-    # Browsers send no pings, so neither do these clients. Compression is
-    # negotiated as browsers negotiate it (permessage-deflate).
+    # Browsers send no pings, so neither do these clients.
     async with limit:
         return await connect(
             spec.url,
-            additional_headers=headers,
+            additional_headers=options.headers,
+            compression="deflate" if options.compression else None,
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,
             max_size=None,
@@ -85,12 +93,12 @@ async def open_socket(
 
 
 async def serve(
-    specs: list[SocketSpec], headers: dict[str, str], pipe: Connection
+    specs: list[SocketSpec], options: ClientOptions, pipe: Connection
 ) -> None:
     limit = asyncio.Semaphore(CONNECTS_AT_ONCE)
     try:
         sockets = await asyncio.gather(
-            *(open_socket(spec, headers, limit) for spec in specs)
+            *(open_socket(spec, options, limit) for spec in specs)
         )
     except Exception as error:
         pipe.send(("error", f"{type(error).__name__}: {error}"))
@@ -101,14 +109,12 @@ async def serve(
         asyncio.create_task(receiver.receive(socket))
         for receiver, socket in zip(receivers, sockets, strict=True)
     ]
-    extensions = sorted(
-        {
-            type(extension).__name__
-            for s in sockets
-            for extension in s.protocol.extensions
-        }
-    )
-    pipe.send(("ready", len(sockets), extensions))
+    extensions = {
+        type(extension).__name__
+        for socket in sockets
+        for extension in socket.protocol.extensions
+    }
+    pipe.send(("ready", len(sockets), sorted(extensions)))
 
     while True:
         command = await asyncio.to_thread(pipe.recv)
@@ -118,20 +124,22 @@ async def serve(
             for receiver in receivers:
                 receiver.clear()
             pipe.send(("reset",))
+        elif command == "results":
+            pipe.send(("results", [receiver.result() for receiver in receivers]))
+            for receiver in receivers:
+                receiver.clear()
         elif command == "stop":
             break
 
-    # Results first, so closing a thousand sockets is not in the measurement.
-    pipe.send(("results", [receiver.result() for receiver in receivers]))
     await asyncio.gather(
         *(socket.close() for socket in sockets), return_exceptions=True
     )
     for task in tasks:
         task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    pipe.send(("stopped",))
 
 
-def run(specs: list[SocketSpec], headers: dict[str, str], pipe: Connection) -> None:
+def run(specs: list[SocketSpec], options: ClientOptions, pipe: Connection) -> None:
     """Process entry point: connect ``specs``, then follow the pipe's commands."""
-    asyncio.run(serve(specs, headers, pipe))
+    asyncio.run(serve(specs, options, pipe))

@@ -155,11 +155,11 @@ async def measure(
     window.start()
     changes = await send()
     accepted = [change for change in changes if change.status in (0, 204)]
-    expected = sum(fleet.sockets_on(change.topic) for change in accepted)
+    expected = sum(fleet.per_topic[change.topic] for change in accepted)
     await wait_for_deliveries(fleet, expected)
     window.stop()
 
-    sockets = await fleet.collect()
+    sockets = await fleet.take()
     return FanoutRun(
         changes=changes,
         sockets=sockets,

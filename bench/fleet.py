@@ -10,7 +10,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from bench import clients
-from bench.clients import SocketSpec
+from bench.clients import ClientOptions, SocketSpec
 
 READY_TIMEOUT = 120.0
 REPLY_TIMEOUT = 60.0
@@ -33,11 +33,12 @@ class Fleet:
     """``processes`` client processes sharing ``specs`` between them."""
 
     def __init__(
-        self, specs: list[SocketSpec], headers: dict[str, str], processes: int
+        self, specs: list[SocketSpec], options: ClientOptions, processes: int
     ) -> None:
         self.specs = specs
-        self.headers = headers
+        self.options = options
         self.shares = [specs[index::processes] for index in range(processes)]
+        self.per_topic = Counter(spec.topic for spec in specs)
         self.processes: list[BaseProcess] = []
         self.pipes: list[Connection] = []
         self.extensions: list[str] = []
@@ -46,19 +47,12 @@ class Fleet:
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes if process.pid is not None]
 
-    def sockets_on(self, topic: str) -> int:
-        return self.per_topic[topic]
-
-    @property
-    def per_topic(self) -> Counter[str]:
-        return Counter(spec.topic for spec in self.specs)
-
     async def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         for share in self.shares:
             parent, child = context.Pipe()
             process = context.Process(
-                target=clients.run, args=(share, self.headers, child), daemon=True
+                target=clients.run, args=(share, self.options, child), daemon=True
             )
             process.start()
             child.close()
@@ -87,12 +81,15 @@ class Fleet:
     async def reset(self) -> None:
         await self.ask("reset")
 
-    async def collect(self) -> list[dict[str, Any]]:
-        """Stop every process and return each socket's frames."""
-        replies = await self.ask("stop")
+    async def take(self) -> list[dict[str, Any]]:
+        """Return each socket's frames and clear them."""
+        replies = await self.ask("results")
+        return [socket for reply in replies for socket in reply[1]]
+
+    async def stop(self) -> None:
+        await self.ask("stop")
         for process in self.processes:
             await asyncio.to_thread(process.join, 30)
-        return [socket for reply in replies for socket in reply[1]]
 
     def terminate(self) -> None:
         for process in self.processes:

@@ -84,3 +84,8 @@ async def describe_machine(database_url: str, redis_url: str) -> dict[str, Any]:
         "redis": redis_info.get("redis_version"),
         "packages": {name: metadata.version(name) for name in PACKAGES},
     }
+
+
+def load_average() -> float:
+    """Return the 1-minute load average, to show what else the machine ran."""
+    return round(os.getloadavg()[0], 2)

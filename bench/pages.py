@@ -11,6 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from bench.context import Context
 from bench.session import Session
 
 LOAD_MORE = re.compile(r'hx-get="(/pipelines/\d+/stages/\d+/cards\?after=[^"]+)"')
@@ -51,3 +52,22 @@ async def time_pages(
             if number >= warmup:
                 page.samples_ms.append(elapsed / 1e6)
                 page.size_bytes = len(response.content)
+
+
+async def measure_pages(context: Context) -> dict[str, Page]:
+    """Time the board, its "load more" page and the ticket board against /health."""
+    settings = context.settings
+    session = Session(context.servers["web-1"].url)
+    context.stack.push_async_callback(session.close)
+    await session.sign_in(context.email, context.password)
+
+    board = f"/pipelines/{context.maven.id}"
+    pages = [
+        Page("health", "/health"),
+        Page("board", board),
+        Page("column_load_more", await load_more_path(session, board), htmx=True),
+    ]
+    if context.has_tickets:
+        pages.append(Page("ticket_board", "/tickets"))
+    await time_pages(session, pages, settings.page_warmup, settings.page_rounds)
+    return {page.name: page for page in pages}

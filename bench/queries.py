@@ -12,9 +12,17 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from bench import servers
+from bench.changes import post_moves
+from bench.context import Context, warm_up
+from bench.fanout import wait_for_deliveries
 from bench.pgproxy import CountingProxy
+from bench.session import Session
 
+WARMUP = 3
+RATE = 10.0
 MESSAGE_KINDS = (
     "round_trip",
     "execute",
@@ -57,3 +65,81 @@ class QueryWindow:
                 for text, count in self.statements.most_common()
             },
         }
+
+
+def proxied_url(direct_url: str, port: int) -> str:
+    """Return ``direct_url`` pointed at the proxy on ``port``, without TLS."""
+    parts = urlsplit(direct_url)
+    credentials = parts.netloc.rpartition("@")[0]
+    location = f"127.0.0.1:{port}"
+    netloc = f"{credentials}@{location}" if credentials else location
+    query = f"{parts.query}&sslmode=disable" if parts.query else "sslmode=disable"
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+async def count_queries(context: Context) -> dict[str, Any]:
+    """Count a web process's queries per board page, live event and move POST.
+
+    Events are the moves POSTed to the "writer" process, delivered to sockets
+    on the counted process; the move POSTs of the last window go to the
+    counted process itself, with no sockets open.
+    """
+    settings = context.settings
+    direct = context.server_env["DATABASE_URL"]
+    upstream = urlsplit(direct)
+    proxy = CountingProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)
+    await proxy.start()
+    context.stack.push_async_callback(proxy.close)
+
+    context.server_env["DATABASE_URL"] = proxied_url(direct, proxy.port)
+    try:
+        (server,) = await context.start_servers(["counted"])
+    finally:
+        context.server_env["DATABASE_URL"] = direct
+    session = Session(server.url)
+    context.stack.push_async_callback(session.close)
+    await session.sign_in(context.email, context.password)
+
+    board = f"/pipelines/{context.maven.id}"
+    for _ in range(WARMUP):
+        await session.http.get(board)
+    pages = QueryWindow(proxy)
+    pages.start()
+    for _ in range(settings.query_pages):
+        await session.http.get(board)
+    pages.stop()
+
+    planner = context.maven_moves
+    writer = context.session()
+    fleet = await context.start_fleet(
+        [server], [context.maven.topic], settings.query_sockets, 1
+    )
+    await warm_up(fleet, lambda: post_moves(writer, planner.take(WARMUP), RATE))
+    events = QueryWindow(proxy)
+    events.start()
+    changes = await post_moves(writer, planner.take(settings.query_events), RATE)
+    await wait_for_deliveries(fleet, len(changes) * settings.query_sockets)
+    events.stop()
+    sockets = await fleet.take()
+    await fleet.stop()
+
+    await post_moves(session, planner.take(WARMUP), RATE)
+    moves = QueryWindow(proxy)
+    moves.start()
+    posted = await post_moves(session, planner.take(settings.query_moves), RATE)
+    moves.stop()
+    servers.stop(server)
+
+    return {
+        "method": "wire-protocol proxy between the web process and PostgreSQL",
+        "board_page": pages.per(settings.query_pages, "page"),
+        "live_event": {
+            **events.per(len(changes), "event"),
+            "sockets": settings.query_sockets,
+            "deliveries": sum(len(socket["frames"]) for socket in sockets),
+        },
+        "move_post": {
+            **moves.per(len(posted), "move"),
+            "rejected": sum(change.status != 204 for change in posted),
+        },
+    }

@@ -45,7 +45,7 @@ def latency_ratios(
 
 def fanout_entry(
     run: dict[str, Any],
-    minimal: dict[str, Any],
+    minimal: dict[str, Any] | None,
     redis: Summary,
     target: Target | None,
 ) -> dict[str, Any]:
@@ -57,39 +57,44 @@ def fanout_entry(
     }
     if target is not None and run["latency_ms"]:
         entry["target"] = target.check(run["latency_ms"][target.statistic])
-    entry["latency_ratio_to_minimal_fanout"] = latency_ratios(run, minimal)
+    if minimal is not None:
+        entry["latency_ratio_to_minimal_fanout"] = latency_ratios(run, minimal)
     if run["latency_ms"]:
         entry["latency_ratio_to_redis_round_trip"] = {
-            name: round(run["latency_ms"][name] / redis.value(name), 2)
+            name: round(run["latency_ms"][name] / redis.value(name), 1)
             for name in ("p50", "p95", "p99")
         }
     return entry
 
 
-def cpu_entry(run: dict[str, Any], minimal: dict[str, Any]) -> dict[str, Any]:
+def ratio(value: float | None, baseline: float | None) -> float | None:
+    return round(value / baseline, 2) if value and baseline else None
+
+
+def cpu_entry(run: dict[str, Any], minimal: dict[str, Any] | None) -> dict[str, Any]:
     ours = run["server_cpu_us_per_delivery"]
-    baseline = minimal["server_cpu_us_per_delivery"]
-    return {
+    entry: dict[str, Any] = {
         "us_per_delivery": ours,
         "deliveries_per_s": run["deliveries_per_s"],
-        "minimal_fanout_us_per_delivery": baseline,
-        "ratio_to_minimal_fanout": round(ours / baseline, 2)
-        if ours and baseline
-        else None,
         "reference_us_per_delivery": REFERENCE_US_PER_DELIVERY,
-        "ratio_to_reference": round(ours / REFERENCE_US_PER_DELIVERY, 2)
-        if ours
-        else None,
+        "ratio_to_reference": ratio(ours, REFERENCE_US_PER_DELIVERY),
     }
+    if minimal is not None:
+        baseline = minimal["server_cpu_us_per_delivery"]
+        entry["minimal_fanout_us_per_delivery"] = baseline
+        entry["ratio_to_minimal_fanout"] = ratio(ours, baseline)
+    return entry
 
 
 def measurements(
-    imported: dict[str, int],
+    dataset: dict[str, Any],
     redis: Summary,
     pages: dict[str, Page],
     board: dict[str, Any],
     board_minimal: dict[str, Any],
+    board_minimal_plain: dict[str, Any],
     heavy: dict[str, Any],
+    ceiling: dict[str, Any],
     heavy_minimal: dict[str, Any],
     queries: dict[str, Any],
 ) -> dict[str, Any]:
@@ -102,18 +107,25 @@ def measurements(
         result["ticket_board"] = page_entry(pages["ticket_board"], health, None)
     result["live_board"] = fanout_entry(board, board_minimal, redis, LATENCY_TARGET)
     result["live_heavy"] = fanout_entry(heavy, heavy_minimal, redis, None)
+    result["live_heavy_ceiling"] = fanout_entry(ceiling, None, redis, None)
+    board_cpu = cpu_entry(board, board_minimal)
+    board_cpu["minimal_fanout_uncompressed_us_per_delivery"] = board_minimal_plain[
+        "server_cpu_us_per_delivery"
+    ]
     result["server_cpu_per_delivery"] = {
-        "live_board": cpu_entry(board, board_minimal),
+        "live_board": board_cpu,
         "live_heavy": cpu_entry(heavy, heavy_minimal),
+        "live_heavy_ceiling": cpu_entry(ceiling, None),
     }
     result["queries"] = queries
     return {
-        "imported": imported,
+        "dataset": dataset,
         "measurements": result,
         "baselines": {
             "health": {"path": "/health", **health.to_json()},
             "redis_publish_to_receive": redis.to_json(),
             "minimal_fanout_board": board_minimal,
+            "minimal_fanout_board_uncompressed": board_minimal_plain,
             "minimal_fanout_heavy": heavy_minimal,
         },
     }
@@ -149,7 +161,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                 f"p99 {page['p99']:7.2f} ms  x{ratio:.1f} /health p95"
                 f"{verdict(page.get('target'))}"
             )
-    for name in ("live_board", "live_heavy"):
+    for name in ("live_board", "live_heavy", "live_heavy_ceiling"):
         run = figures[name]
         latency = run["latency_ms"] or {"p50": 0, "p95": 0, "p99": 0}
         lines.append(

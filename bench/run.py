@@ -20,22 +20,42 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from bench import database, phases, report
+from bench import database, live, report
+from bench.baselines import redis_round_trips
 from bench.changes import MovePlanner
-from bench.machine import describe_machine, git_commit
+from bench.context import Context
+from bench.machine import describe_machine, git_commit, load_average
+from bench.pages import measure_pages
 from bench.progress import Steps, say
+from bench.queries import count_queries
 from bench.session import Session
 from bench.settings import Settings
+from bench.stats import Summary
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAVEN_FOLDER = "crm_sales_opportunities"
 TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
-STEPS = 12
+STEPS = 13
 
 
 def datasets_dir() -> Path:
     return Path(os.environ.get("CRM_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def find_datasets() -> tuple[Path, Path | None]:
+    """Return the Maven folder and the tickets file, or None for missing tickets."""
+    maven_folder = datasets_dir() / MAVEN_FOLDER
+    if not maven_folder.is_dir():
+        raise SystemExit(
+            f"The Maven dataset folder {maven_folder} was not found. Set CRM_DATASETS "
+            f"to the folder that contains {MAVEN_FOLDER}/."
+        )
+    tickets_file = datasets_dir() / TICKETS_FILE
+    if not tickets_file.is_file():
+        say(f"{tickets_file} not found, so the ticket board is not measured")
+        return maven_folder, None
+    return maven_folder, tickets_file
 
 
 async def delete_keys(redis_url: str, prefix: str) -> None:
@@ -53,6 +73,7 @@ async def main(
 ) -> Path:
     """Run every measurement and return the path of the results file."""
     started_at = dt.datetime.now(dt.UTC)
+    load_before = load_average()
     run_id = secrets.token_hex(5)
     name = f"crm_bench_{run_id}"
     server_url = database.server_url()
@@ -60,11 +81,10 @@ async def main(
         urlsplit(server_url).path.lstrip("/") or "postgres"
     )
     redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    prefix = f"crm-bench-{run_id}:"
     server_env = {
         "DATABASE_URL": database.database_url(name),
         "REDIS_URL": redis_url,
-        "REDIS_PREFIX": prefix,
+        "REDIS_PREFIX": f"crm-bench-{run_id}:",
         "SECRET_KEY": secrets.token_urlsafe(32),
         "CRM_DATA_DIR": str(log_dir / "data"),
     }
@@ -77,35 +97,37 @@ async def main(
             steps.step(f"creating database {name} and migrating")
             await database.create_database(name, admin_url)
             stack.push_async_callback(database.drop_database, name, admin_url)
-            stack.push_async_callback(delete_keys, redis_url, prefix)
+            stack.push_async_callback(
+                delete_keys, redis_url, server_env["REDIS_PREFIX"]
+            )
             await database.migrate()
-            result = await measure_all(
+            context = await prepare(
                 settings, steps, stack, log_dir, server_env, maven_folder, tickets_file
             )
+            figures = await measure_all(context, steps)
+
             steps.step("writing the results")
-            machine = await describe_machine(database.database_url(name), redis_url)
-            path = report.write(
-                ROOT / "bench" / "results",
-                {
-                    "started_at": started_at.isoformat(timespec="seconds"),
-                    "duration_s": round(
-                        (dt.datetime.now(dt.UTC) - started_at).total_seconds(), 1
-                    ),
-                    "command": "python -m bench"
-                    + (" --quick" if settings.quick else ""),
-                    "machine": machine,
-                    "git": git_commit(ROOT),
-                    "settings": settings.to_json(),
-                    **result,
-                },
-                started_at,
-            )
+            result = {
+                "started_at": started_at.isoformat(timespec="seconds"),
+                "duration_s": round(
+                    (dt.datetime.now(dt.UTC) - started_at).total_seconds(), 1
+                ),
+                "command": "python -m bench" + (" --quick" if settings.quick else ""),
+                "machine": await describe_machine(
+                    server_env["DATABASE_URL"], redis_url
+                ),
+                "load_average_1m": {"before": load_before, "after": load_average()},
+                "git": git_commit(ROOT),
+                "settings": settings.to_json(),
+                **figures,
+            }
+            path = report.write(ROOT / "bench" / "results", result, started_at)
         finally:
             say("stopping servers and dropping the database")
     return path
 
 
-async def measure_all(
+async def prepare(
     settings: Settings,
     steps: Steps,
     stack: contextlib.AsyncExitStack,
@@ -113,32 +135,32 @@ async def measure_all(
     server_env: dict[str, str],
     maven_folder: Path,
     tickets_file: Path | None,
-) -> dict[str, Any]:
+) -> Context:
+    """Import the data, create the user and pipelines, start the web servers."""
+    from app.imports.maven import PIPELINE
     from app.piccolo_conf import DB
 
     await DB.start_connection_pool(min_size=1, max_size=4)
     stack.push_async_callback(DB.close_connection_pool)
 
-    steps.step(f"importing {maven_folder}")
-    imported = await database.import_dataset("maven", maven_folder)
+    steps.step(
+        f"importing {maven_folder}" + (f" and {tickets_file}" if tickets_file else "")
+    )
+    await database.import_dataset("maven", maven_folder)
     if tickets_file is not None:
-        imported |= await database.import_dataset("tickets", tickets_file)
+        await database.import_dataset("tickets", tickets_file)
 
     steps.step("creating the bench user and the small pipelines")
     email, password = await database.create_bench_user()
-    from app.imports.maven import PIPELINE
-
     maven = await database.find_pipeline(PIPELINE)
     small = await database.create_small_pipelines(
-        settings.heavy_pipelines, phases.deals_needed(settings)
+        settings.heavy_pipelines, settings.small_pipeline_deals
     )
-    context = phases.Context(
+    context = Context(
         settings=settings,
         stack=stack,
         log_dir=log_dir,
         server_env=server_env,
-        redis_url=server_env["REDIS_URL"],
-        redis_prefix=server_env["REDIS_PREFIX"],
         email=email,
         password=password,
         maven=maven,
@@ -150,87 +172,79 @@ async def measure_all(
 
     names = ["writer"] + [f"web-{n}" for n in range(1, settings.heavy_servers + 1)]
     steps.step(f"starting {len(names)} web servers")
-    await phases.start_servers(context, names)
+    await context.start_servers(names)
     context.writer = Session(context.servers["writer"].url)
     stack.push_async_callback(context.writer.close)
     await context.writer.sign_in(email, password)
+    return context
+
+
+async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
+    settings = context.settings
 
     steps.step("baseline: Redis PUBLISH to receipt")
-    redis = await phases.redis_baseline(context)
+    redis = Summary.of(
+        await redis_round_trips(
+            context.redis_url,
+            f"{context.redis_prefix}bench-baseline",
+            settings.redis_warmup,
+            settings.redis_round_trips,
+        ),
+        "ms",
+    )
 
     steps.step(
         f"board pages, {settings.page_rounds} rounds after {settings.page_warmup}"
     )
-    pages = await phases.board_pages(context)
+    pages = await measure_pages(context)
 
     steps.step(
         f"live board: {settings.board_sockets} sockets, {settings.board_changes} moves"
     )
-    board = await phases.board_fanout(context)
+    board = await live.board_fanout(context)
 
-    steps.step("baseline: minimal fan-out, same sockets and rate")
-    board_minimal = await phases.minimal_fanout(
-        context,
-        [maven.topic],
-        settings.board_sockets,
-        1,
-        settings.board_client_processes,
-        settings.board_changes,
-        settings.board_rate,
-        board["frame_size_median_chars"],
+    steps.step("baseline: minimal fan-out in the live board's shape")
+    topics = [context.maven.topic]
+    frame_size = board["frame_size_median_chars"]
+    board_minimal = await live.minimal_fanout(context, board, topics, frame_size)
+    board_minimal_plain = await live.minimal_fanout(
+        context, board, topics, frame_size, compression=False
     )
 
     steps.step(
         f"heavy fan-out: {settings.heavy_sockets} sockets on "
-        f"{settings.heavy_pipelines} boards, {settings.heavy_changes} moves"
+        f"{settings.heavy_pipelines} boards, {settings.heavy_changes} moves, then "
+        f"{settings.ceiling_changes} at {settings.ceiling_rate:g}/s"
     )
-    heavy = await phases.heavy_fanout(context)
+    heavy, ceiling = await live.heavy_fanout(context)
 
-    steps.step("baseline: minimal fan-out, heavy shape")
-    heavy_minimal = await phases.minimal_fanout(
+    steps.step("baseline: minimal fan-out in the heavy shape")
+    heavy_minimal = await live.minimal_fanout(
         context,
-        [pipeline.topic for pipeline in small],
-        settings.heavy_sockets_per_pipeline,
-        settings.heavy_servers,
-        settings.heavy_client_processes,
-        settings.heavy_changes,
-        settings.heavy_rate,
+        heavy,
+        [pipeline.topic for pipeline in context.small],
         heavy["frame_size_median_chars"],
     )
 
     steps.step("queries per page, event and move, counted on the wire")
-    upstream = urlsplit(server_env["DATABASE_URL"])
-    queries = await phases.query_counts(
-        context,
-        urlsplit(server_env["DATABASE_URL"]).path.lstrip("/"),
-        (upstream.hostname or "127.0.0.1", upstream.port or 5432),
-    )
+    queries = await count_queries(context)
 
     return report.measurements(
-        imported=imported,
+        dataset={
+            "maven_pipeline_deals": len(context.maven.deals),
+            "maven_pipeline_stages": len(context.maven.stages),
+            "tickets_imported": context.has_tickets,
+        },
         redis=redis,
         pages=pages,
         board=board,
         board_minimal=board_minimal,
+        board_minimal_plain=board_minimal_plain,
         heavy=heavy,
+        ceiling=ceiling,
         heavy_minimal=heavy_minimal,
         queries=queries,
     )
-
-
-def find_datasets() -> tuple[Path, Path | None]:
-    """Return the Maven folder and the tickets file, or None for missing tickets."""
-    maven_folder = datasets_dir() / MAVEN_FOLDER
-    if not maven_folder.is_dir():
-        raise SystemExit(
-            f"The Maven dataset folder {maven_folder} was not found. Set CRM_DATASETS "
-            f"to the folder that contains {MAVEN_FOLDER}/."
-        )
-    tickets_file = datasets_dir() / TICKETS_FILE
-    if not tickets_file.is_file():
-        say(f"{tickets_file} not found, so the ticket board is not measured")
-        return maven_folder, None
-    return maven_folder, tickets_file
 
 
 def run(settings: Settings) -> Path:

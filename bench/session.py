@@ -29,7 +29,7 @@ class Session:
 
     @property
     def csrf(self) -> str:
-        return self.http.cookies.get(CSRF_COOKIE, "")
+        return self.http.cookies.get(CSRF_COOKIE) or ""
 
     def cookie_header(self) -> str:
         return "; ".join(f"{name}={value}" for name, value in self.http.cookies.items())

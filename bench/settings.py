@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -22,8 +23,12 @@ class Settings:
     heavy_sockets_per_pipeline: int = 20
     heavy_servers: int = 2
     heavy_client_processes: int = 4
-    heavy_rate: float = 100.0
+    heavy_rate: float = 50.0
     heavy_seconds: float = 10.0
+    # The same sockets again, offered more moves than this kind of machine
+    # takes, to show the ceiling.
+    ceiling_rate: float = 150.0
+    ceiling_seconds: float = 5.0
     warmup_changes: int = 10
     query_pages: int = 20
     query_sockets: int = 10
@@ -40,6 +45,7 @@ class Settings:
             redis_round_trips=100,
             board_seconds=2.0,
             heavy_seconds=2.0,
+            ceiling_seconds=2.0,
             query_events=10,
             query_moves=5,
             quick=True,
@@ -52,6 +58,16 @@ class Settings:
     @property
     def heavy_changes(self) -> int:
         return round(self.heavy_rate * self.heavy_seconds)
+
+    @property
+    def ceiling_changes(self) -> int:
+        return round(self.ceiling_rate * self.ceiling_seconds)
+
+    @property
+    def small_pipeline_deals(self) -> int:
+        """Deals each small pipeline needs so that no deal is moved twice."""
+        moves = self.heavy_changes + self.ceiling_changes + self.heavy_pipelines
+        return math.ceil(moves / self.heavy_pipelines) + 2
 
     @property
     def heavy_sockets(self) -> int:

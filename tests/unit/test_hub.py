@@ -20,9 +20,14 @@ class RecordingSocket:
         self.closed_with = code
 
 
-def event(topics: list[str]) -> Event:
+def event(topics: list[str], seq: int = 1) -> Event:
     return Event(
-        id=1, kind="deal.updated", topics=topics, record_type="deal", record_id=9
+        id=seq,
+        kind="deal.updated",
+        topics=topics,
+        record_type="deal",
+        record_id=9,
+        seqs=dict.fromkeys(topics, seq),
     )
 
 
@@ -43,8 +48,8 @@ async def test_renderer_runs_once_per_variant() -> None:
 
     assert sent == 50
     assert calls == [{"", "person=1"}]
-    assert clients[0].queue.get_nowait() == "<p>all</p>"
-    assert clients[1].queue.get_nowait() == "<p>person=1</p>"
+    assert clients[0].queue.get_nowait() == "#seq pipeline:1 1\n<p>all</p>"
+    assert clients[1].queue.get_nowait() == "#seq pipeline:1 1\n<p>person=1</p>"
 
 
 async def test_topic_without_local_sockets_is_not_rendered() -> None:
@@ -69,8 +74,8 @@ async def test_full_queue_disconnects_only_that_client() -> None:
     hub.join(fast, "deal:9")
     fast_writer = asyncio.create_task(fast.write())
 
-    for _ in range(SEND_QUEUE_SIZE + 1):
-        await hub.dispatch(event(["deal:9"]))
+    for seq in range(1, SEND_QUEUE_SIZE + 2):
+        await hub.dispatch(event(["deal:9"], seq))
         await asyncio.sleep(0)
 
     assert slow.closing
@@ -103,3 +108,37 @@ async def test_stopped_client_closes_with_code(code: int) -> None:
     await asyncio.wait_for(writer, timeout=1)
 
     assert socket.closed_with == code
+
+
+async def test_repeated_event_is_sent_once() -> None:
+    async def renderer(evt, topic, variants, cache):
+        return dict.fromkeys(variants, "x")
+
+    hub = Hub()
+    hub.register("deal", renderer)
+    client = Client(RecordingSocket(), user_id=1)
+    hub.join(client, "deal:9")
+
+    await hub.dispatch(event(["deal:9"], 1))
+    await hub.dispatch(event(["deal:9"], 1))
+    await hub.dispatch(event(["deal:9"], 2))
+
+    assert client.queue.qsize() == 2
+
+
+async def test_held_events_follow_replay_in_order() -> None:
+    client = Client(RecordingSocket(), user_id=1)
+    client.hold()
+
+    client.offer_event("tickets", 5, "live 5")
+    client.offer_event("tickets", 4, "live 4")
+    client.offer_event("tickets", 3, "replayed 3", replayed=True)
+    client.offer_event("tickets", 4, "replayed 4", replayed=True)
+    client.release()
+
+    sent = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+    assert sent == [
+        "#seq tickets 3\nreplayed 3",
+        "#seq tickets 4\nreplayed 4",
+        "#seq tickets 5\nlive 5",
+    ]
