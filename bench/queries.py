@@ -19,6 +19,7 @@ from bench.changes import post_moves
 from bench.context import Context, warm_up
 from bench.fanout import wait_for_deliveries
 from bench.pgproxy import CountingProxy
+from bench.progress import say
 from bench.session import Session
 
 WARMUP = 3
@@ -101,6 +102,7 @@ async def count_queries(context: Context) -> dict[str, Any]:
     await session.sign_in(context.email, context.password)
 
     board = f"/pipelines/{context.maven.id}"
+    say(f"  board pages: {settings.query_pages} requests")
     for _ in range(WARMUP):
         await session.http.get(board)
     pages = QueryWindow(proxy)
@@ -115,6 +117,8 @@ async def count_queries(context: Context) -> dict[str, Any]:
         [server], [context.maven.topic], settings.query_sockets, 1
     )
     await warm_up(fleet, lambda: post_moves(writer, planner.take(WARMUP), RATE))
+    await fleet.reset()
+    say(f"  live events: {settings.query_events} moves to {settings.query_sockets} sockets")
     events = QueryWindow(proxy)
     events.start()
     changes = await post_moves(writer, planner.take(settings.query_events), RATE)
@@ -123,11 +127,14 @@ async def count_queries(context: Context) -> dict[str, Any]:
     sockets = await fleet.take()
     await fleet.stop()
 
+    say(f"  move POSTs: {settings.query_moves} moves to the counted process")
     await post_moves(session, planner.take(WARMUP), RATE)
     moves = QueryWindow(proxy)
     moves.start()
     posted = await post_moves(session, planner.take(settings.query_moves), RATE)
     moves.stop()
+    # Closing the keep-alive connection first lets the server stop at once.
+    await session.close()
     servers.stop(server)
 
     return {

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAVEN_FOLDER = "crm_sales_opportunities"
 TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
-STEPS = 13
+STEPS = 12
 
 
 def datasets_dir() -> Path:

@@ -29,9 +29,14 @@ Renderer = Callable[[Event, str, set[str], dict[str, Any]], Awaitable[dict[str, 
 Snapshot = Callable[[str, str], Awaitable[str]]
 
 SEND_QUEUE_SIZE = 256
+SEND_TIMEOUT = 10.0
 # Close code 1013 ("try again later") makes the htmx ws extension reconnect.
 CLOSE_TRY_AGAIN = 1013
 CLOSE_SERVICE_RESTART = 1012
+# The session ended (sign-out); pages go to the sign-in page, not reconnect.
+CLOSE_SIGNED_OUT = 4401
+# Control events travel on the bus like others but belong to no stream.
+SESSION_ENDED = "session.ended"
 
 
 class Socket(Protocol):
@@ -52,6 +57,8 @@ class Client:
 
     socket: Socket
     user_id: int
+    # A digest of the session the socket was opened with.
+    session: str | None = None
     subscriptions: list[tuple[str, str]] = field(default_factory=list)
     queue: asyncio.Queue[str | None] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_SIZE)
@@ -115,12 +122,24 @@ class Client:
         self.queue.put_nowait(None)
 
     async def write(self) -> None:
-        """Send queued messages until stopped, then close the socket."""
+        """Send queued messages until stopped, then close the socket.
+
+        A send that does not complete within ``SEND_TIMEOUT`` seconds means
+        the client stopped reading while the network buffers filled up; it
+        is cut off and resumes from its last sequence numbers when it
+        reconnects.
+        """
         while True:
             text = await self.queue.get()
             if text is None:
                 break
-            await self.socket.send_text(text)
+            try:
+                await asyncio.wait_for(self.socket.send_text(text), SEND_TIMEOUT)
+            except TimeoutError:
+                logger.warning("socket send timed out user_id=%s", self.user_id)
+                self.closing = True
+                self.close_code = CLOSE_TRY_AGAIN
+                break
         await self.socket.close(code=self.close_code)
 
 
@@ -175,8 +194,16 @@ class Hub:
         for client in list(self.clients):
             client.stop(code)
 
+    def end_session(self, session: str) -> None:
+        for client in [c for c in self.clients if c.session == session]:
+            client.stop(CLOSE_SIGNED_OUT)
+
     async def dispatch(self, event: Event) -> int:
         """Render ``event`` for each local variant and queue it; return the sends."""
+        if event.kind == SESSION_ENDED:
+            self.end_session(str(event.changes.get("session")))
+            return 0
+
         cache: dict[str, Any] = {}
         sent = 0
         for topic in event.topics:

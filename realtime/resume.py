@@ -84,3 +84,34 @@ async def send_snapshot(
     position = (await stream_positions([topic]))[topic]
     client.offer_snapshot(topic, position, await snapshot(topic, variant))
     logger.info("sent fresh render user_id=%s topic=%s", client.user_id, topic)
+
+
+async def repair_behind(
+    hub: Hub,
+    previous: dict[str, int],
+    events_after: EventSource,
+    stream_positions: PositionSource,
+    limit: int,
+) -> dict[str, int]:
+    """Catch up every local socket still behind the positions of the last check.
+
+    Events published while this process was cut off from Redis never reach
+    its sockets live, and nothing tells a page about an event it never got
+    unless a later one follows. Comparing against the previous check's
+    positions, rather than the current ones, leaves alone events that are
+    simply still on their way. Returns the current positions for next time.
+    """
+    topics = sorted(hub.rooms)
+    current = await stream_positions(topics) if topics else {}
+    for client in list(hub.clients):
+        behind = {
+            topic: client.sent.get(topic, 0)
+            for topic, _ in client.subscriptions
+            if topic in client.sent and client.sent[topic] < previous.get(topic, 0)
+        }
+        if behind and client.held is None and not client.closing:
+            logger.info(
+                "repairing missed events user_id=%s streams=%s", client.user_id, behind
+            )
+            await catch_up(hub, client, behind, events_after, stream_positions, limit)
+    return current

@@ -10,6 +10,7 @@ from litestar.params import Body, FromQuery
 from litestar.response import Redirect, Template
 
 from app.auth.service import authenticate
+from app.web.live import SESSION_COOKIE, end_session_sockets
 
 SIGN_IN_FAILED = "Incorrect email or password."
 
@@ -55,5 +56,6 @@ class AuthController(Controller):
 
     @post("/logout")
     async def logout(self, request: Request[Any, Any, Any]) -> Redirect:
+        await end_session_sockets(request.cookies.get(SESSION_COOKIE))
         request.clear_session()
         return Redirect("/login")

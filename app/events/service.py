@@ -155,6 +155,15 @@ async def publish(events: list[Event]) -> bool:
     return True
 
 
+async def publish_control(kind: str, changes: dict[str, Any]) -> None:
+    """Tell every web process something that is not a change to a record."""
+    event = Event(
+        id=0, kind=kind, topics=[], record_type="", record_id=0, changes=changes
+    )
+    if _bus is not None:
+        await _bus.publish([event])
+
+
 def event_from_row(row: dict[str, Any]) -> Event:
     return Event(
         id=row["id"],

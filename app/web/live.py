@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -34,13 +35,14 @@ from app.boards import BoardFilter
 from app.errors import FieldError, NotFound
 from app.events.service import (
     events_after,
+    publish_control,
     relay_unpublished,
     set_bus,
     stream_positions,
 )
 from realtime.bus import Bus, consume
-from realtime.hub import Client, Hub
-from realtime.resume import catch_up
+from realtime.hub import SESSION_ENDED, Client, Hub
+from realtime.resume import catch_up, repair_behind
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,10 @@ REPLAY_LIMIT = int(os.environ.get("CRM_REPLAY_LIMIT", "1000"))
 # How long a page that promised a resume message may take to send it.
 RESUME_TIMEOUT = 5.0
 MAX_MESSAGE_BYTES = 8192
+SESSION_COOKIE = "session"
 RELAY_INTERVAL = 1.0
+# Sockets are checked for missed events every this many relay intervals.
+REPAIR_EVERY = 3
 # Tells the page that the replay is over and it shows the present.
 READY_FRAME = "#ready\n"
 
@@ -84,7 +89,11 @@ async def live_socket(
 
     user = socket.user
     await socket.accept()
-    client = Client(socket=socket, user_id=user.id)
+    client = Client(
+        socket=socket,
+        user_id=user.id,
+        session=session_digest(socket.cookies.get(SESSION_COOKIE)),
+    )
     try:
         board = BoardFilter.parse(person, team)
         variants = [(name, await resolve_topic(name, user, board)) for name in topic]
@@ -168,19 +177,41 @@ def parse_message(text: str, client: Client) -> ClientMessage | None:
     return None
 
 
+def session_digest(session_id: str | None) -> str | None:
+    """Name a session on the bus without sending its id around."""
+    if not session_id:
+        return None
+    return hashlib.sha256(session_id.encode()).hexdigest()[:24]
+
+
+async def end_session_sockets(session_id: str | None) -> None:
+    """Close, on every web process, the sockets opened with this session."""
+    digest = session_digest(session_id)
+    if digest is not None:
+        await publish_control(SESSION_ENDED, {"session": digest})
+
+
 def provide_hub(socket: WebSocket[Any, Any, Any]) -> Hub:
     hub: Hub = socket.app.state.hub
     return hub
 
 
-async def relay_forever(interval: float = RELAY_INTERVAL) -> None:
-    """Publish events whose publication failed, for as long as the app runs."""
+async def relay_forever(hub: Hub, interval: float = RELAY_INTERVAL) -> None:
+    """Publish events whose publication failed, and repair sockets that
+    missed events, for as long as the app runs."""
+    positions: dict[str, int] = {}
+    ticks = 0
     while True:
         await asyncio.sleep(interval)
+        ticks += 1
         try:
             await relay_unpublished()
+            if ticks % REPAIR_EVERY == 0:
+                positions = await repair_behind(
+                    hub, positions, events_after, stream_positions, REPLAY_LIMIT
+                )
         except Exception:
-            logger.exception("relay of unpublished events failed")
+            logger.exception("relay or repair of live events failed")
 
 
 @contextlib.asynccontextmanager
@@ -213,7 +244,7 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
 
     ready = asyncio.Event()
     consumer = asyncio.create_task(consume(bus, hub.dispatch, ready))
-    relay = asyncio.create_task(relay_forever())
+    relay = asyncio.create_task(relay_forever(hub))
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:
         yield

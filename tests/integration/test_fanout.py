@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import pytest
+import websockets
 
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_user
@@ -115,8 +116,42 @@ async def test_unknown_stream_is_refused(servers) -> None:
 
 
 async def test_socket_without_session_is_refused(servers) -> None:
-    import websockets
-
     with pytest.raises(websockets.exceptions.WebSocketException):
         socket = await websockets.connect(f"{servers[0].ws_url}/live?topic=tickets")
         await asyncio.wait_for(socket.recv(), timeout=5)
+
+
+async def test_sign_out_closes_sockets_on_every_process(servers) -> None:
+    user = await make_user()
+    first = Session(servers[0].url)
+    await first.sign_in(user.email)
+    other_tab = Session(servers[1].url)
+    other_tab.http.cookies.set("session", first.http.cookies.get("session"))
+    other_tab.http.cookies.set("csrftoken", first.csrf_token)
+    near = await first.live("topic=tickets")
+    far = await other_tab.live("topic=tickets")
+
+    await first.post("/logout", {}, htmx=False)
+
+    for socket in (near, far):
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), timeout=2)
+        assert closed.value.rcvd.code == 4401
+    await first.close()
+    await other_tab.close()
+
+
+async def test_other_sessions_keep_their_sockets(servers) -> None:
+    user = await make_user()
+    leaving, staying = Session(servers[0].url), Session(servers[1].url)
+    await leaving.sign_in(user.email)
+    await staying.sign_in(user.email)
+    socket = await staying.live("topic=tickets")
+
+    await leaving.post("/logout", {}, htmx=False)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(socket.recv(), timeout=1)
+    await socket.close()
+    await leaving.close()
+    await staying.close()
