@@ -29,7 +29,7 @@ from app.config import Settings
 from app.deals.routes import DealController, PipelineController
 from app.piccolo_conf import DB
 from app.web.errors import EXCEPTION_HANDLERS
-from app.web.live import live_socket, provide_hub, realtime_lifespan
+from app.web.live import live_socket, provide_hub, provide_presence, realtime_lifespan
 from app.web.templating import STATIC_DIR, environment
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             live_socket,
             create_static_files_router(path="/static", directories=[STATIC_DIR]),
         ],
-        dependencies={"hub": Provide(provide_hub, sync_to_thread=False)},
+        dependencies={
+            "hub": Provide(provide_hub, sync_to_thread=False),
+            "presence": Provide(provide_presence, sync_to_thread=False),
+        },
         lifespan=[redis_lifespan, database_lifespan, queue_lifespan, realtime_lifespan],
         stores={"sessions": sessions},
         state=State({"settings": settings, "redis": redis}),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class FanoutRun:
         latencies: list[float] = []
         counts = {"duplicates": 0, "unexpected": 0, "lost": 0, "unmatched": 0}
         closed = 0
+        received_anywhere: set[int] = set()
         for socket in self.sockets:
             expected = by_topic.get(socket["topic"], {})
             seen: set[int] = set()
@@ -61,9 +63,13 @@ class FanoutRun:
                     seen.add(deal_id)
                     latencies.append((received_ns - expected[deal_id]) / 1e6)
             counts["lost"] += len(expected) - len(seen)
+            received_anywhere |= seen
             counts["unmatched"] += socket["unmatched"]
             closed += socket["closed_early"] is not None
         counts["sockets_closed_early"] = closed
+        counts["changes_no_socket_received"] = len(
+            {change.deal_id for change in self.sent} - received_anywhere
+        )
         return latencies, counts
 
     def frame_size(self) -> int:
@@ -87,6 +93,9 @@ class FanoutRun:
             "latency_ms": Summary.of(latencies, "ms").to_json() if latencies else None,
             "changes_sent": len(self.changes),
             "changes_rejected": len(self.changes) - len(self.sent),
+            "response_statuses": dict(
+                sorted(Counter(str(change.status) for change in self.changes).items())
+            ),
             "change_rate_per_s": round((len(self.sent) - 1) / sending, 1)
             if sending > 0
             else None,

@@ -118,7 +118,7 @@ async def count_queries(context: Context) -> dict[str, Any]:
     )
     await warm_up(fleet, lambda: post_moves(writer, planner.take(WARMUP), RATE))
     await fleet.reset()
-    say(f"  live events: {settings.query_events} moves to {settings.query_sockets} sockets")
+    say(f"  live events: {settings.query_events} moves to the board's sockets")
     events = QueryWindow(proxy)
     events.start()
     changes = await post_moves(writer, planner.take(settings.query_events), RATE)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 
-from bench import database, live, report
+from bench import database, live, report, servers
 from bench.baselines import redis_round_trips
 from bench.changes import MovePlanner
 from bench.context import Context
@@ -217,6 +217,9 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
         f"{settings.ceiling_changes} at {settings.ceiling_rate:g}/s"
     )
     heavy, ceiling = await live.heavy_fanout(context)
+    # Their pools hold PostgreSQL connections that the counted server needs.
+    for number in range(1, settings.heavy_servers + 1):
+        servers.stop(context.servers[f"web-{number}"])
 
     steps.step("baseline: minimal fan-out in the heavy shape")
     heavy_minimal = await live.minimal_fanout(

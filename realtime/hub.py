@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from realtime.messages import Event, frame
+from realtime.messages import Event, Viewer, frame
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ CLOSE_SERVICE_RESTART = 1012
 CLOSE_SIGNED_OUT = 4401
 # Control events travel on the bus like others but belong to no stream.
 SESSION_ENDED = "session.ended"
+PRESENCE_CHANGED = "presence.changed"
 
 
 class Socket(Protocol):
@@ -59,6 +61,8 @@ class Client:
     user_id: int
     # A digest of the session the socket was opened with.
     session: str | None = None
+    viewer: Viewer = field(default_factory=lambda: Viewer(user_id=0, name=""))
+    socket_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     subscriptions: list[tuple[str, str]] = field(default_factory=list)
     queue: asyncio.Queue[str | None] = field(
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_SIZE)
@@ -151,6 +155,8 @@ class Hub:
         self.renderers: dict[str, Renderer] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.clients: set[Client] = set()
+        # Set by the presence tracker: pushes the viewers of some topics.
+        self.presence_handler: Callable[[list[str]], Awaitable[None]] | None = None
 
     def register(
         self, family: str, renderer: Renderer, snapshot: Snapshot | None = None
@@ -202,6 +208,10 @@ class Hub:
         """Render ``event`` for each local variant and queue it; return the sends."""
         if event.kind == SESSION_ENDED:
             self.end_session(str(event.changes.get("session")))
+            return 0
+        if event.kind == PRESENCE_CHANGED:
+            if self.presence_handler is not None:
+                await self.presence_handler(event.topics)
             return 0
 
         cache: dict[str, Any] = {}

@@ -25,6 +25,16 @@ class Event(msgspec.Struct, frozen=True):
     seqs: dict[str, int] = {}
 
 
+class Viewer(msgspec.Struct, frozen=True):
+    """Someone with a page open on a stream, and what they are doing there."""
+
+    user_id: int
+    name: str
+    editing: str | None = None
+    typing: bool = False
+    seen: float = 0.0
+
+
 encoder = msgspec.json.Encoder()
 decoder = msgspec.json.Decoder(Event)
 

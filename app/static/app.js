@@ -137,7 +137,60 @@
     liveSocket = event.detail.socketWrapper;
     Object.keys(replaying).forEach(function (stream) { delete replaying[stream]; });
     send({ type: "resume", streams: positions });
+    if (presence.editing || presence.typing) send(presenceMessage());
   });
+
+  // Presence: tell the others which field this user is editing and whether
+  // they are typing a comment. Blur and focus of the next field come close
+  // together, so a change is sent a moment later, once.
+  const presence = { editing: null, typing: false };
+  let presenceTimer = null;
+  let typingTimer = null;
+
+  function presenceMessage() {
+    return { type: "presence", editing: presence.editing, typing: presence.typing };
+  }
+
+  function announce() {
+    clearTimeout(presenceTimer);
+    presenceTimer = setTimeout(function () { send(presenceMessage()); }, 150);
+  }
+
+  document.addEventListener("focusin", function (event) {
+    const field = event.target;
+    if (field.name && field.form && field.form.hasAttribute("data-presence")) {
+      presence.editing = field.name;
+      announce();
+    }
+  });
+  document.addEventListener("focusout", function (event) {
+    if (event.target.form && event.target.form.hasAttribute("data-presence")) {
+      presence.editing = null;
+      announce();
+    }
+  });
+  document.addEventListener("input", function (event) {
+    if (!event.target.closest(".comment-form")) return;
+    if (!presence.typing) {
+      presence.typing = true;
+      announce();
+    }
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(function () {
+      presence.typing = false;
+      announce();
+    }, 3000);
+  });
+
+  // The same presence fragment goes to everyone; each page hides its own user.
+  const me = document.querySelector('meta[name="user-id"]');
+  function hideSelf() {
+    if (!me) return;
+    document.querySelectorAll('[data-user-id="' + me.content + '"]').forEach(function (element) {
+      element.hidden = true;
+    });
+  }
+  document.addEventListener("htmx:wsAfterMessage", hideSelf);
   document.addEventListener("htmx:wsClose", function (event) {
     document.body.dataset.live = "closed";
     liveSocket = null;

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,6 +43,8 @@ from app.events.service import (
 )
 from realtime.bus import Bus, consume
 from realtime.hub import SESSION_ENDED, Client, Hub
+from realtime.messages import Viewer
+from realtime.presence import Presence, PresenceTracker
 from realtime.resume import catch_up, repair_behind
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ REPLAY_LIMIT = int(os.environ.get("CRM_REPLAY_LIMIT", "1000"))
 RESUME_TIMEOUT = 5.0
 MAX_MESSAGE_BYTES = 8192
 SESSION_COOKIE = "session"
+FIELD_NAME = re.compile(r"[a-z_]{1,40}")
 RELAY_INTERVAL = 1.0
 # Sockets are checked for missed events every this many relay intervals.
 REPAIR_EVERY = 3
@@ -72,7 +76,14 @@ class Replay(msgspec.Struct, tag="replay"):
     after: int
 
 
-ClientMessage = Resume | Replay
+class PresenceUpdate(msgspec.Struct, tag="presence"):
+    """What the page's user is doing: the field they edit, whether they type."""
+
+    editing: str | None = None
+    typing: bool = False
+
+
+ClientMessage = Resume | Replay | PresenceUpdate
 decode_message = msgspec.json.Decoder(ClientMessage).decode
 
 
@@ -80,6 +91,7 @@ decode_message = msgspec.json.Decoder(ClientMessage).decode
 async def live_socket(
     socket: WebSocket[CurrentUser, dict[str, Any], State],
     hub: NamedDependency[Hub],
+    presence: NamedDependency[PresenceTracker],
     topic: FromQuery[list[str]],
     person: FromQuery[str | None] = None,
     team: FromQuery[str | None] = None,
@@ -109,9 +121,12 @@ async def live_socket(
         client.hold()
     for name, variant in variants:
         hub.join(client, name, variant)
+    topics = [name for name, _ in variants]
+    client.viewer = Viewer(user_id=user.id, name=user.name)
     writer = asyncio.create_task(client.write())
     try:
-        await serve_client(hub, client, socket, awaiting_resume=resume)
+        await presence.joined(client)
+        await serve_client(hub, presence, client, socket, awaiting_resume=resume)
     except WebSocketDisconnect:
         pass
     except Exception:
@@ -121,12 +136,18 @@ async def live_socket(
         hub.leave(client)
         client.stop()
         with contextlib.suppress(Exception):
+            await presence.left(client, topics)
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, timeout=1)
         writer.cancel()
 
 
 async def serve_client(
-    hub: Hub, client: Client, socket: WebSocket[Any, Any, Any], awaiting_resume: bool
+    hub: Hub,
+    presence: PresenceTracker,
+    client: Client,
+    socket: WebSocket[Any, Any, Any],
+    awaiting_resume: bool,
 ) -> None:
     """Answer the page's resume and replay requests until it goes away."""
     while not client.closing:
@@ -151,6 +172,11 @@ async def serve_client(
                 REPLAY_LIMIT,
             )
             client.offer(READY_FRAME)
+        elif isinstance(message, PresenceUpdate):
+            editing = message.editing
+            if editing is not None and not FIELD_NAME.fullmatch(editing):
+                editing = None
+            await presence.changed(client, editing, message.typing)
         elif isinstance(message, Replay):
             subscribed = {name for name, _ in client.subscriptions}
             if message.stream in subscribed:
@@ -196,6 +222,11 @@ def provide_hub(socket: WebSocket[Any, Any, Any]) -> Hub:
     return hub
 
 
+def provide_presence(socket: WebSocket[Any, Any, Any]) -> PresenceTracker:
+    tracker: PresenceTracker = socket.app.state.presence
+    return tracker
+
+
 async def relay_forever(hub: Hub, interval: float = RELAY_INTERVAL) -> None:
     """Publish events whose publication failed, and repair sockets that
     missed events, for as long as the app runs."""
@@ -230,6 +261,7 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         snapshot_ticket_board,
         snapshot_ticket_page,
     )
+    from app.web.presence import render_presence
 
     settings = app.state.settings
     bus = Bus(app.state.redis, settings.redis_prefix)
@@ -240,17 +272,21 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     hub.register("ticket", render_ticket_page, snapshot_ticket_page)
     hub.register("import", render_import, snapshot_import)
     app.state.hub = hub
+    app.state.presence = PresenceTracker(
+        Presence(app.state.redis, settings.redis_prefix), bus, hub, render_presence
+    )
     set_bus(bus)
 
     ready = asyncio.Event()
     consumer = asyncio.create_task(consume(bus, hub.dispatch, ready))
     relay = asyncio.create_task(relay_forever(hub))
+    heartbeat = asyncio.create_task(app.state.presence.heartbeat_forever())
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:
         yield
     finally:
         hub.close_all()
-        for task in (consumer, relay):
+        for task in (consumer, relay, heartbeat):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.browserless import Session
+from tests.live_frames import next_event
 from tests.servers import ROOT, free_port, stop, wait_until_healthy
 
 pytestmark = [pytest.mark.embedded, pytest.mark.timeout(120)]
@@ -80,7 +81,7 @@ async def test_embedded_servers_serve_a_live_change(embedded_env) -> None:
         )
         assert response.status_code == 204
 
-        message = await asyncio.wait_for(socket.recv(), timeout=5)
+        message = await next_event(socket)
         assert f"afterbegin:#stage-{target}-cards" in message
         assert f'id="deal-{deal_id}"' in message
         await socket.close()

@@ -10,6 +10,7 @@ import websockets
 
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_user
+from tests.live_frames import next_event
 from tests.servers import web_server
 
 PIPELINES = 50
@@ -28,7 +29,7 @@ async def count_messages(socket, expected: int, seconds: float) -> int:
     try:
         async with asyncio.timeout(seconds):
             while received < expected:
-                await socket.recv()
+                await next_event(socket, seconds)
                 received += 1
     except TimeoutError:
         pass
@@ -94,7 +95,7 @@ async def test_socket_gets_only_its_streams(servers) -> None:
         {"stage": watched["stages"][1], "from_stage": watched["stages"][0]},
     )
 
-    message = await asyncio.wait_for(socket.recv(), timeout=5)
+    message = await next_event(socket)
     assert re.search(rf'id="deal-{watched_deal}"', message)
     assert f"deal-{other_deal}" not in message
     await socket.close()
@@ -135,7 +136,7 @@ async def test_sign_out_closes_sockets_on_every_process(servers) -> None:
 
     for socket in (near, far):
         with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
-            await asyncio.wait_for(socket.recv(), timeout=2)
+            await next_event(socket, 2)
         assert closed.value.rcvd.code == 4401
     await first.close()
     await other_tab.close()
@@ -151,7 +152,7 @@ async def test_other_sessions_keep_their_sockets(servers) -> None:
     await leaving.post("/logout", {}, htmx=False)
 
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(socket.recv(), timeout=1)
+        await next_event(socket, 1)
     await socket.close()
     await leaving.close()
     await staying.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from app.deals.tables import Deal
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_user
+from tests.live_frames import next_event
 from tests.servers import web_server
 
 
@@ -36,7 +35,7 @@ async def test_move_reaches_sockets_on_both_processes(servers) -> None:
     )
     assert response.status_code == 204
 
-    message = await asyncio.wait_for(socket.recv(), timeout=5)
+    message = await next_event(socket)
     assert f'id="deal-{deal_id}" hx-swap-oob="delete"' in message
     assert f"afterbegin:#stage-{to_stage}-cards" in message
     assert f'id="stage-{from_stage}-head"' in message

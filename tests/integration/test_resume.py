@@ -11,6 +11,7 @@ from app.deals.service import move_deal
 from app.deals.tables import Deal
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_user
+from tests.live_frames import next_event
 from tests.servers import web_server
 
 MISSED = 200
@@ -34,6 +35,8 @@ async def frames_until_ready(socket, limit: int = 10_000) -> list[tuple[str, str
     async with asyncio.timeout(30):
         while len(frames) < limit:
             text = await socket.recv()
+            if not text.startswith("#"):
+                continue
             header = text.split("\n", 1)[0]
             if header == "#ready":
                 return frames
@@ -68,7 +71,7 @@ async def test_reconnect_replays_exactly_what_was_missed(server) -> None:
     socket = await resume(session, topic, 0)
     assert await frames_until_ready(socket) == []
     await make_moves(pipeline, deal_id, 1, user.id)
-    first = await asyncio.wait_for(socket.recv(), timeout=5)
+    first = await next_event(socket)
     assert first.startswith(f"#seq {topic} 1\n")
     await socket.close()
 
@@ -119,7 +122,7 @@ async def test_events_after_snapshot_continue_in_order(small_limit_server) -> No
     )
     assert response.status_code == 204
 
-    live = await asyncio.wait_for(socket.recv(), timeout=5)
+    live = await next_event(socket)
     assert live.startswith(f"#seq {topic} 61\n")
     await socket.close()
     await session.close()
@@ -138,7 +141,7 @@ async def test_relay_publishes_events_the_writer_never_published(server) -> None
     # Committed here without a bus, as when a process dies right after commit.
     await make_moves(pipeline, deal_id, 1, user.id)
 
-    relayed = await asyncio.wait_for(socket.recv(), timeout=10)
+    relayed = await next_event(socket, 10)
     assert relayed.startswith(f"#seq {topic} 1\n")
     assert f'id="deal-{deal_id}"' in relayed
     await socket.close()
@@ -160,7 +163,7 @@ async def test_gap_request_replays_the_range(server) -> None:
 
     frames = []
     for _ in range(3):
-        text = await asyncio.wait_for(socket.recv(), timeout=5)
+        text = await next_event(socket)
         frames.append(text.split("\n", 1)[0])
     assert frames == [f"#seq {topic} 3", f"#seq {topic} 4", f"#seq {topic} 5"]
     await socket.close()

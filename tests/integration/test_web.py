@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from app.deals.tables import Deal
 from app.tickets.tables import Ticket
 from tests.browserless import Session
 from tests.factories import PASSWORD, make_deal, make_pipeline, make_ticket, make_user
+from tests.live_frames import next_event
 from tests.servers import web_server
 
 
@@ -224,8 +223,8 @@ async def test_ticket_edit_reaches_ticket_page_and_board(server) -> None:
     )
     assert response.status_code == 200
 
-    summary = await asyncio.wait_for(page_socket.recv(), timeout=5)
-    card = await asyncio.wait_for(board_socket.recv(), timeout=5)
+    summary = await next_event(page_socket)
+    card = await next_event(board_socket)
     assert f'id="ticket-{ticket_id}-summary"' in summary
     assert "Urgent" in summary
     assert user.name in summary

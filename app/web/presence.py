@@ -1,0 +1,31 @@
+"""The fragments that show who else is on a page and what they are doing."""
+
+from __future__ import annotations
+
+from app.deals.service import EDITABLE as DEAL_FIELDS
+from app.tickets.service import EDITABLE as TICKET_FIELDS
+from app.web.templating import render
+from realtime.messages import Viewer
+
+# The fields whose "is editing" markers a record page shows.
+RECORD_FIELDS = {"deal": DEAL_FIELDS, "ticket": TICKET_FIELDS}
+
+
+def presence_slug(topic: str) -> str:
+    return topic.replace(":", "-")
+
+
+def render_presence(topic: str, viewers: list[Viewer]) -> str:
+    fields = RECORD_FIELDS.get(topic.partition(":")[0], ())
+    editors = {
+        field: [viewer for viewer in viewers if viewer.editing == field]
+        for field in fields
+    }
+    return render(
+        "_presence.html",
+        slug=presence_slug(topic),
+        viewers=viewers,
+        editors=editors,
+        typists=[viewer for viewer in viewers if viewer.typing],
+        is_record=bool(fields),
+    )
