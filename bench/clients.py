@@ -3,12 +3,13 @@
 The parent process drives it over a pipe with the commands "count", "reset",
 "results" and "stop" (see ``bench.fleet``). Frames are matched to changes by
 the first ``id="deal-<id>"`` they contain, so only that id and the receive
-time are kept.
+time are kept. Frames without one (presence, snapshots) are only counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,12 +40,23 @@ class ClientOptions:
 
 @dataclass
 class Receiver:
-    """The frames one socket received: (deal id, CLOCK_MONOTONIC ns)."""
+    """The frames one socket received: (deal id, CLOCK_MONOTONIC ns).
+
+    It follows the page's protocol for frames that start with a header line
+    "#seq <stream> <number>": a repeated number is dropped, and a jump past
+    the next number is dropped too and answered with a replay request for
+    what is missing, as app.js does.
+    """
 
     spec: SocketSpec
     frames: list[tuple[int, int]] = field(default_factory=list)
     sizes: list[int] = field(default_factory=list)
-    unmatched: int = 0
+    positions: dict[str, int] = field(default_factory=dict)
+    replaying: set[str] = field(default_factory=set)
+    other_frames: int = 0
+    snapshots: int = 0
+    repeats: int = 0
+    replay_requests: int = 0
     close_code: int | None = None
 
     async def receive(self, socket: ClientConnection) -> None:
@@ -52,27 +64,65 @@ class Receiver:
             async for message in socket:
                 received = time.monotonic_ns()
                 text = message if isinstance(message, str) else message.decode()
-                match = DEAL_ID.search(text)
-                if match is None:
-                    self.unmatched += 1
-                    continue
-                self.frames.append((int(match.group(1)), received))
-                self.sizes.append(len(text))
+                if await self.in_sequence(socket, text):
+                    self.record(text, received)
         except ConnectionClosed:
             pass
         self.close_code = socket.close_code
 
+    async def in_sequence(self, socket: ClientConnection, text: str) -> bool:
+        """Apply the page's sequence rules; return whether ``text`` is an event."""
+        if not text.startswith("#"):
+            return True
+        header = text.split("\n", 1)[0][1:].split(" ")
+        if header[0] == "snap":
+            self.positions[header[1]] = int(header[2])
+            self.snapshots += 1
+            return False
+        if header[0] != "seq":
+            self.other_frames += 1
+            return False
+        stream, seq = header[1], int(header[2])
+        last = self.positions.get(stream)
+        if last is not None and seq <= last:
+            self.repeats += 1
+            return False
+        if last is not None and seq > last + 1:
+            if stream not in self.replaying:
+                self.replaying.add(stream)
+                self.replay_requests += 1
+                request = {"type": "replay", "stream": stream, "after": last}
+                await socket.send(json.dumps(request))
+            return False
+        self.positions[stream] = seq
+        self.replaying.discard(stream)
+        return True
+
+    def record(self, text: str, received: int) -> None:
+        match = DEAL_ID.search(text)
+        if match is None:
+            self.other_frames += 1
+            return
+        self.frames.append((int(match.group(1)), received))
+        self.sizes.append(len(text))
+
     def clear(self) -> None:
         self.frames = []
         self.sizes = []
-        self.unmatched = 0
+        self.other_frames = 0
+        self.snapshots = 0
+        self.repeats = 0
+        self.replay_requests = 0
 
     def result(self) -> dict[str, Any]:
         return {
             "topic": self.spec.topic,
             "frames": self.frames,
             "sizes": self.sizes,
-            "unmatched": self.unmatched,
+            "other_frames": self.other_frames,
+            "snapshots": self.snapshots,
+            "repeats": self.repeats,
+            "replay_requests": self.replay_requests,
             "closed_early": self.close_code,
         }
 

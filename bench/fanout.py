@@ -48,7 +48,15 @@ class FanoutRun:
             by_topic.setdefault(change.topic, {})[change.deal_id] = change.sent_ns
 
         latencies: list[float] = []
-        counts = {"duplicates": 0, "unexpected": 0, "lost": 0, "unmatched": 0}
+        counts = {
+            "duplicates": 0,
+            "unexpected": 0,
+            "lost": 0,
+            "other_frames": 0,
+            "snapshots": 0,
+            "repeats_dropped": 0,
+            "replay_requests": 0,
+        }
         closed = 0
         received_anywhere: set[int] = set()
         for socket in self.sockets:
@@ -64,7 +72,10 @@ class FanoutRun:
                     latencies.append((received_ns - expected[deal_id]) / 1e6)
             counts["lost"] += len(expected) - len(seen)
             received_anywhere |= seen
-            counts["unmatched"] += socket["unmatched"]
+            counts["other_frames"] += socket["other_frames"]
+            counts["snapshots"] += socket["snapshots"]
+            counts["repeats_dropped"] += socket["repeats"]
+            counts["replay_requests"] += socket["replay_requests"]
             closed += socket["closed_early"] is not None
         counts["sockets_closed_early"] = closed
         counts["changes_no_socket_received"] = len(

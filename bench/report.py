@@ -16,6 +16,12 @@ LATENCY_TARGET = Target("p99", 50.0, "ms")
 # send_text per socket) under uvicorn's websockets-sansio, measured earlier
 # with 2,000 sockets on a 2-core machine; it is not re-measured by this run.
 REFERENCE_US_PER_DELIVERY = 17.0
+FANOUT_RUNS = ("live_board", "live_heavy", "live_heavy_ceiling")
+MINIMAL_RUNS = (
+    "minimal_fanout_board",
+    "minimal_fanout_board_uncompressed",
+    "minimal_fanout_heavy",
+)
 
 
 def page_entry(page: Page, health: Summary, target: Target | None) -> dict[str, Any]:
@@ -161,7 +167,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
                 f"p99 {page['p99']:7.2f} ms  x{ratio:.1f} /health p95"
                 f"{verdict(page.get('target'))}"
             )
-    for name in ("live_board", "live_heavy", "live_heavy_ceiling"):
+    for name in FANOUT_RUNS:
         run = figures[name]
         latency = run["latency_ms"] or {"p50": 0, "p95": 0, "p99": 0}
         lines.append(
@@ -175,4 +181,27 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"{'queries per event':<18} {event['statements_per_unit']} statements, "
         f"{event['round_trip_per_unit']} round trips"
     )
+    lines.extend(f"problem: {problem}" for problem in result["problems"])
     return lines
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """List what makes a run's figures suspect: losses, rejections, server errors."""
+    found = []
+    figures = result["measurements"]
+    runs = {
+        **{name: figures[name] for name in FANOUT_RUNS},
+        **{name: result["baselines"][name] for name in MINIMAL_RUNS},
+    }
+    for name, run in runs.items():
+        if run["lost"]:
+            found.append(f"{name}: {run['lost']} deliveries lost")
+        if run["changes_rejected"]:
+            found.append(
+                f"{name}: {run['changes_rejected']} changes rejected, "
+                f"statuses {run['response_statuses']}"
+            )
+    for name, log in result["server_logs"].items():
+        if log["errors"]:
+            found.append(f"server {name}: {log['errors']} ERROR lines in its log")
+    return found

@@ -70,8 +70,8 @@ async def delete_keys(redis_url: str, prefix: str) -> None:
 
 async def main(
     settings: Settings, maven_folder: Path, tickets_file: Path | None, log_dir: Path
-) -> Path:
-    """Run every measurement and return the path of the results file."""
+) -> tuple[Path, list[str]]:
+    """Run every measurement; return the results file and the run's problems."""
     started_at = dt.datetime.now(dt.UTC)
     load_before = load_average()
     run_id = secrets.token_hex(5)
@@ -120,11 +120,16 @@ async def main(
                 "git": git_commit(ROOT),
                 "settings": settings.to_json(),
                 **figures,
+                "server_logs": {
+                    name: servers.log_errors(server)
+                    for name, server in context.servers.items()
+                },
             }
+            result["problems"] = report.problems(result)
             path = report.write(ROOT / "bench" / "results", result, started_at)
         finally:
             say("stopping servers and dropping the database")
-    return path
+    return path, result["problems"]
 
 
 async def prepare(
@@ -255,16 +260,19 @@ def run(settings: Settings) -> Path:
     maven_folder, tickets_file = find_datasets()
     log_dir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
 
-    async def guarded() -> Path:
+    async def guarded() -> tuple[Path, list[str]]:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         return await main(settings, maven_folder, tickets_file, log_dir)
 
     try:
-        path = asyncio.run(guarded())
+        path, found = asyncio.run(guarded())
     except BaseException:
         say(f"the run failed; server logs are kept in {log_dir}")
         raise
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if found:
+        say(f"the run found problems; server logs are kept in {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return path

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -118,3 +119,17 @@ def stop(server: Server) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def log_errors(server: Server, keep: int = 3) -> dict[str, Any]:
+    """Count the ERROR lines and tracebacks in a server's log; keep the first few."""
+    try:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {"errors": 0, "first": []}
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return {
+        "errors": len(errors),
+        "tracebacks": sum(line.startswith("Traceback") for line in lines),
+        "first": list(dict.fromkeys(line[:200] for line in errors))[:keep],
+    }

@@ -27,7 +27,7 @@ class Settings:
     heavy_seconds: float = 10.0
     # The same sockets again, offered more moves than this kind of machine
     # takes, to show the ceiling.
-    ceiling_rate: float = 150.0
+    ceiling_rate: float = 100.0
     ceiling_seconds: float = 5.0
     warmup_changes: int = 10
     query_pages: int = 20

@@ -94,9 +94,7 @@ class TreeBuilder(HTMLParser):
         if tag not in VOID_TAGS:
             self.stack.append(node)
 
-    def handle_startendtag(
-        self, tag: str, attrs: list[tuple[str, str | None]]
-    ) -> None:
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.stack[-1].children.append(
             Node(tag, {name: value or "" for name, value in attrs})
         )
@@ -264,9 +262,7 @@ class StreamTally:
         """Count missing and doubly applied numbers against the stream's last."""
         covered = max([self.start, *(after for _, after in self.snapshots)])
         applied = Counter(self.applied)
-        lost = sum(
-            1 for seq in range(covered + 1, last_seq + 1) if applied[seq] == 0
-        )
+        lost = sum(1 for seq in range(covered + 1, last_seq + 1) if applied[seq] == 0)
         return {
             "lost": lost,
             "duplicated": sum(count - 1 for count in applied.values()),
@@ -305,6 +301,7 @@ class LiveClient:
         self.ready = False
         self.final_code: int | None = None
         self.server_index = 0
+        self.offline_for = 0.0
         self.counts: Counter[str] = Counter()
         self.close_codes: Counter[int] = Counter()
 
@@ -330,6 +327,9 @@ class LiveClient:
                 logger.warning("page %s closed for good with %s", self.name, code)
                 return
             await self.back_off(1, stop)
+            if self.offline_for:
+                await self.pause(self.offline_for, stop)
+                self.offline_for = 0.0
 
     async def connect(self) -> websockets.ClientConnection | None:
         url = self.urls[self.server_index].replace("http://", "ws://")
@@ -419,16 +419,22 @@ class LiveClient:
 
     async def back_off(self, failures: int, stop: asyncio.Event) -> None:
         """Wait a random delay that grows with failures, as the ws extension does."""
-        delay = self.rng.uniform(0, min(0.25 * 2**failures, MAX_BACKOFF))
+        await self.pause(
+            self.rng.uniform(0, min(0.25 * 2**failures, MAX_BACKOFF)), stop
+        )
+
+    async def pause(self, seconds: float, stop: asyncio.Event) -> None:
         try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
         except TimeoutError:
             pass
 
-    def drop(self) -> bool:
-        """Cut the connection without a close frame, as a lost network does."""
+    def drop(self, offline_for: float = 0.0) -> bool:
+        """Cut the connection without a close frame, as a lost network does,
+        and stay away ``offline_for`` seconds longer than the backoff."""
         if self.socket is None or self.socket.transport is None:
             return False
+        self.offline_for = offline_for
         self.socket.transport.abort()
         self.counts["dropped"] += 1
         return True

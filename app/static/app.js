@@ -77,6 +77,7 @@
   // subscription (proxies closing idle sockets use other codes), so other
   // codes reach the extension as 1006.
   const SIGNED_OUT = 4401;
+  const CLOSE_OFFLINE = 4000;
   const FINAL_CODES = [SIGNED_OUT, 1008];
   const RECONNECT_CODES = [1006, 1012, 1013];
   const positions = {};
@@ -99,7 +100,10 @@
   htmx.defineExtension("live", {
     transformResponse: function (text, xhr) {
       // Only socket frames come without a request.
-      if (xhr || text.charAt(0) !== "#") return text;
+      if (xhr) return text;
+      // Offline, the page applies nothing; it resumes from where it stopped.
+      if (!navigator.onLine) return "";
+      if (text.charAt(0) !== "#") return text;
       const newline = text.indexOf("\n");
       const header = text.slice(1, newline < 0 ? text.length : newline).split(" ");
       const body = newline < 0 ? "" : text.slice(newline + 1);
@@ -135,6 +139,7 @@
 
   document.addEventListener("htmx:wsOpen", function (event) {
     liveSocket = event.detail.socketWrapper;
+    if (!navigator.onLine) return;
     Object.keys(replaying).forEach(function (stream) { delete replaying[stream]; });
     send({ type: "resume", streams: positions });
     if (presence.editing || presence.typing) send(presenceMessage());
@@ -202,9 +207,14 @@
     showBanner(true);
   });
 
+  let rawSocket = null;
   htmx.createWebSocket = function (url) {
     const socket = new WebSocket(url, []);
+    rawSocket = socket;
     socket.binaryType = htmx.config.wsBinaryType;
+    if (!navigator.onLine) {
+      socket.addEventListener("open", function () { socket.close(CLOSE_OFFLINE, "offline"); });
+    }
     let onclose = null;
     Object.defineProperty(socket, "onclose", {
       get: function () { return onclose; },
@@ -217,4 +227,16 @@
     });
     return socket;
   };
+
+  // While the browser is offline the page retries every second, so that it
+  // is back soon after the network; otherwise it backs off with full jitter
+  // up to about half a minute.
+  htmx.config.wsReconnectDelay = function (retryCount) {
+    if (!navigator.onLine) return 1000;
+    return Math.random() * 1000 * Math.pow(2, Math.min(retryCount, 5));
+  };
+  window.addEventListener("offline", function () {
+    showBanner(true);
+    if (rawSocket) rawSocket.close(CLOSE_OFFLINE, "offline");
+  });
 })();
