@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from arq import cron
 from redis.asyncio import Redis
 
 from app.config import Settings
@@ -14,6 +15,7 @@ from app.piccolo_conf import DB
 from realtime.bus import Bus
 from workers.connection import queue_name, redis_settings
 from workers.imports import import_files
+from workers.maintenance import prune_old_events
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -31,7 +33,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions = [import_files]
+    functions = [import_files, prune_old_events]
+    cron_jobs = [cron(prune_old_events, hour=3, minute=17, unique=True)]
     on_startup = startup
     on_shutdown = shutdown
     redis_settings = redis_settings(

@@ -68,7 +68,7 @@ async def test_people_on_one_deal_see_each_other_editing(browser, server) -> Non
     own = dana_page.locator(f"#presence-deal-{deal_id} [data-user-id='{dana.id}']")
     assert await own.is_hidden()
 
-    await dana_page.focus("#deal-%d-form input[name=amount]" % deal_id)
+    await dana_page.focus(f"#deal-{deal_id}-form input[name=amount]")
 
     marker = sam_page.locator(f"#editing-deal-{deal_id}-amount")
     await marker.filter(has_text="Dana Editor is editing").wait_for(timeout=3000)
