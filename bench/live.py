@@ -77,8 +77,8 @@ async def board_fanout(context: Context) -> dict[str, Any]:
 async def heavy_fanout(context: Context) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sockets on many small boards over several web processes, at two rates.
 
-    The first rate is one this kind of machine sustains; the second is
-    meant to exceed it and shows the ceiling.
+    The second, higher rate is meant to find where deliveries stop keeping
+    up with the moves, so its latency shows a queue and not the fan-out.
     """
     settings = context.settings
     names = [f"web-{number}" for number in range(1, settings.heavy_servers + 1)]

@@ -9,6 +9,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Settings:
+    """Counts, socket numbers, rates in moves per second and durations in seconds."""
+
     page_warmup: int = 20
     page_rounds: int = 300
     redis_warmup: int = 50
@@ -25,8 +27,8 @@ class Settings:
     heavy_client_processes: int = 4
     heavy_rate: float = 50.0
     heavy_seconds: float = 10.0
-    # The same sockets again, offered more moves than this kind of machine
-    # takes, to show the ceiling.
+    # The same sockets again at a higher rate, to find where deliveries stop
+    # keeping up with the moves.
     ceiling_rate: float = 100.0
     ceiling_seconds: float = 5.0
     warmup_changes: int = 10
