@@ -1,4 +1,4 @@
-"""A client process: it holds many live sockets and timestamps every frame.
+"""A client process: it keeps many live sockets open and timestamps every frame.
 
 The parent process drives it over a pipe with the commands "count", "reset",
 "results" and "stop" (see ``bench.fleet``). Frames are matched to changes by
@@ -42,10 +42,10 @@ class ClientOptions:
 class Receiver:
     """The frames one socket received: (deal id, CLOCK_MONOTONIC ns).
 
-    It follows the page's protocol for frames that start with a header line
-    "#seq <stream> <number>": a repeated number is dropped, and a jump past
-    the next number is dropped too and answered with a replay request for
-    what is missing, as app.js does.
+    It follows the page's protocol (app.js) for frames whose header line is
+    "#seq <stream> <number>". A repeated number is dropped. A jump past the
+    next number is dropped too, and the client sends a replay request for
+    the events it missed.
     """
 
     spec: SocketSpec

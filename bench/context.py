@@ -1,4 +1,4 @@
-"""What every measurement shares: settings, data, servers, a writer session."""
+"""The state that every measurement shares: settings, data, servers, a writer."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The live fan-out scenarios: one big board, many small boards, the minimal app.
 
-Moves are POSTed to the "writer" web process, which holds no sockets, so the
-CPU of the processes that hold the sockets is fan-out work only.
+Moves are POSTed to the "writer" web process, which has no sockets open, so
+the CPU used by the processes with the sockets is fan-out work only.
 """
 
 from __future__ import annotations

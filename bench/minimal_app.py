@@ -1,4 +1,4 @@
-"""The least a Litestar process can do to fan frames out: the CPU baseline.
+"""A minimal Litestar fan-out app, the baseline for CPU and latency per delivery.
 
 One Redis pattern subscription per process and one ``send_text`` per socket,
 with no sessions, no database and no rendering. A frame published on

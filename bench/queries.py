@@ -1,11 +1,14 @@
 """Database queries a web process issues, counted on the wire by ``CountingProxy``.
 
 The web process under test connects to PostgreSQL through the proxy. Each
-window's counts are divided by the number of pages, events or moves in it:
-``statements`` are executed SQL statements (Bind of a prepared statement, or a
-simple Query), ``round_trips`` are messages that wait for the server
-(Sync or Query), and ``connection_resets`` are the queries asyncpg's pool
-runs when a connection is returned to it.
+window's counts are divided by the number of pages, events or moves in it.
+
+- ``statements``: executed SQL statements, each a Bind of a prepared
+  statement or a simple Query.
+- ``round_trip``: messages after which the client waits for the server
+  (Sync or Query).
+- ``connection_reset``: the query asyncpg's pool runs when a connection is
+  returned to it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ MESSAGE_KINDS = (
 
 
 class QueryWindow:
-    """What the proxy counted between ``start`` and ``stop``."""
+    """The proxy's counts between ``start`` and ``stop``."""
 
     def __init__(self, proxy: CountingProxy) -> None:
         self.proxy = proxy
@@ -81,9 +84,9 @@ def proxied_url(direct_url: str, port: int) -> str:
 async def count_queries(context: Context) -> dict[str, Any]:
     """Count a web process's queries per board page, live event and move POST.
 
-    Events are the moves POSTed to the "writer" process, delivered to sockets
-    on the counted process; the move POSTs of the last window go to the
-    counted process itself, with no sockets open.
+    The events are moves POSTed to the "writer" process and delivered to
+    sockets on the counted process. In the last window the moves are POSTed
+    to the counted process itself, which then has no sockets open.
     """
     settings = context.settings
     direct = context.server_env["DATABASE_URL"]

@@ -1,6 +1,6 @@
 """The Redis pub/sub channel that carries events between web processes.
 
-Each process holds one subscription to one channel for its whole life, and
+Each process keeps one subscription to one channel for its whole life, and
 routes events to its own sockets in memory. Sockets never subscribe in
 Redis, so connecting thousands of them at once costs Redis nothing and
 cannot race a subscribe against a publish.
