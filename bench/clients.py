@@ -83,6 +83,9 @@ class Receiver:
             self.other_frames += 1
             return False
         stream, seq = header[1], int(header[2])
+        # NOTE: a page starts from the position its render carried, but these
+        # sockets have no page, so the first event frame of a stream is taken
+        # as the start and a gap before it goes unnoticed.
         last = self.positions.get(stream)
         if last is not None and seq <= last:
             self.repeats += 1

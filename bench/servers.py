@@ -122,7 +122,7 @@ def stop(server: Server) -> None:
 
 
 def log_errors(server: Server, keep: int = 3) -> dict[str, Any]:
-    """Count the ERROR lines and tracebacks in a server's log; keep the first few."""
+    """Count the ERROR lines and tracebacks in a server's log, with the first few."""
     try:
         lines = server.log_path.read_text(errors="replace").splitlines()
     except OSError:

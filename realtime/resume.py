@@ -96,8 +96,8 @@ async def repair_behind(
     """Catch up every local socket still behind the positions of the last check.
 
     Events published while this process was cut off from Redis never reach
-    its sockets live, and nothing tells a page about an event it never got
-    unless a later one follows. Comparing against the previous check's
+    its sockets live, and a page learns of an event it never got only when a
+    later one follows. Comparing against the previous check's
     positions, rather than the current ones, leaves alone events that are
     simply still on their way. Returns the current positions for next time.
     """

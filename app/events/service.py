@@ -2,7 +2,7 @@
 
 Every service that changes a record does so inside ``change_set()``. The
 event rows commit with the change and number it in each of its streams.
-Only then are they published, so a page never sees an event for a change
+Only then are they published, so no page receives an event for a change
 that was rolled back. Events whose publication failed, because Redis was
 down or the process died right after commit, are published later by
 ``relay_unpublished``.
@@ -29,7 +29,7 @@ _bus: Bus | None = None
 # One statement per event: the event row, the next number in each of its
 # streams, and the event's place in them. Streams are numbered in name
 # order, so two transactions touching the same streams lock them in the
-# same order and cannot deadlock. The stream row stays locked until commit,
+# same order. The stream row stays locked until commit,
 # so numbers are given out in commit order and a rollback leaves no gap.
 WRITE_EVENT = """
 WITH new_event AS (
