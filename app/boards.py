@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from app.errors import FieldError
+from app.fields import MAX_ID, reference
 
 PAGE_SIZE = 25
 
@@ -63,12 +64,7 @@ class BoardFilter:
 
 
 def parse_id(name: str, value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise FieldError(name, value, "must be a number") from None
+    return reference(name, value)
 
 
 @dataclass(frozen=True)
@@ -88,9 +84,12 @@ class Cursor:
             return None
         try:
             at, _, record_id = token.rpartition("|")
-            return cls(at=dt.datetime.fromisoformat(at), id=int(record_id))
+            cursor = cls(at=dt.datetime.fromisoformat(at), id=int(record_id))
         except ValueError:
             raise FieldError("after", token, "is not a valid page cursor") from None
+        if not 0 < cursor.id <= MAX_ID or cursor.at.tzinfo is None:
+            raise FieldError("after", token, "is not a valid page cursor")
+        return cursor
 
 
 @dataclass(frozen=True)

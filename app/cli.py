@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -22,18 +23,48 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 IMPORT_SOURCES = ("maven", "tickets", "hubspot", "salesforce")
+PR_SET_PDEATHSIG = 1
 
 
 def prepare() -> Settings:
     """Start the embedded servers for unset URLs, then read the settings."""
     from app.embedded import ensure_servers
 
+    # SIGTERM (docker stop, systemd, kill) exits like Ctrl-C does, running
+    # the exit handlers that stop the embedded servers this process started.
+    signal.signal(signal.SIGTERM, exit_on_signal)
     data_dir = Path(os.environ.get("CRM_DATA_DIR", ".data"))
     try:
+        check_set_urls()
         ensure_servers(data_dir)
         return Settings.from_env()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def check_set_urls() -> None:
+    """Reject a set but invalid URL before any embedded server starts."""
+    from app.config import DATABASE_SCHEMES, REDIS_SCHEMES, check_url
+
+    for name, schemes in (
+        ("DATABASE_URL", DATABASE_SCHEMES),
+        ("REDIS_URL", REDIS_SCHEMES),
+    ):
+        if os.environ.get(name, "").strip():
+            check_url(os.environ, name, schemes)
+
+
+def stop_with_parent() -> None:
+    """Make the child get SIGTERM when the process that started it dies (Linux)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_with_database(action: Callable[[], Awaitable[T]]) -> T:
@@ -105,9 +136,10 @@ def serve_web(host: str, port: int) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the background worker (imports, scoring, integrations)."""
+    """Run the background worker: imports and event log pruning."""
     prepare()
     from arq.worker import run_worker
+
     from workers.settings import WorkerSettings
 
     run_worker(WorkerSettings)  # type: ignore[arg-type]
@@ -196,7 +228,9 @@ def run(host: str | None, port: int | None) -> None:
     for line in run_with_database(load_demo):
         click.echo(line)
 
-    worker_process = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"])
+    worker_process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"], preexec_fn=stop_with_parent
+    )
     try:
         serve_web(host or settings.host, port or settings.port)
     finally:

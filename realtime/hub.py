@@ -227,7 +227,20 @@ class Hub:
                 continue
 
             seq = event.seqs.get(topic, 0)
-            fragments = await renderer(event, topic, set(variants), cache)
+            try:
+                fragments = await renderer(event, topic, set(variants), cache)
+            except Exception:
+                # One topic's failure must not cost the other topics their
+                # update. Its sockets miss this event and catch up from the
+                # log when their next event shows the gap.
+                logger.exception(
+                    "rendering failed topic=%s event_id=%s record=%s:%s",
+                    topic,
+                    event.id,
+                    event.record_type,
+                    event.record_id,
+                )
+                continue
             for variant, text in fragments.items():
                 for client in list(variants.get(variant, ())):
                     client.offer_event(topic, seq, text)

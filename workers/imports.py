@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,13 @@ from app.imports.jobs import finish_job, record_progress
 from app.imports.service import run_import
 
 logger = logging.getLogger(__name__)
+
+
+def remove_uploads(paths: list[str]) -> None:
+    """Delete the uploaded copies once imported; the database has the data."""
+    for path in map(Path, paths):
+        if path.is_dir() and path.parent.name == "uploads":
+            shutil.rmtree(path, ignore_errors=True)
 
 
 async def import_files(
@@ -35,8 +43,20 @@ async def import_files(
             [{"file": "", "row": 0, "column": "", "value": "", "reason": str(error)}],
         )
         raise
+    finally:
+        remove_uploads(paths)
 
-    errors = [error.as_dict() for error in report.errors]
+    skipped = [
+        {
+            "file": name,
+            "row": 0,
+            "column": "",
+            "value": "",
+            "reason": "not in a known format, skipped",
+        }
+        for name in report.ignored_files
+    ]
+    errors = skipped + [error.as_dict() for error in report.errors]
     await finish_job(job_id, "done", report.rows_failed, errors)
     logger.info(
         "import finished job_id=%s rows=%s failed=%s",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromQuery
 from litestar.response import Redirect, Response, Template
 
 from app.auth.service import CurrentUser
@@ -23,7 +23,7 @@ from app.errors import EditConflict, FieldError
 from app.fields import reference
 from app.merge import Conflict
 from app.people import people_choices
-from app.web.forms import FormData, edit_form_state, form_edits
+from app.web.forms import FormData, RecordId, edit_form_state, form_edits, value_labels
 from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
@@ -42,7 +42,7 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}")
     async def board_page(
         self,
-        pipeline_id: FromPath[int],
+        pipeline_id: RecordId,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
     ) -> Template:
@@ -63,7 +63,7 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}/board")
     async def board_fragment(
         self,
-        pipeline_id: FromPath[int],
+        pipeline_id: RecordId,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
     ) -> Template:
@@ -79,8 +79,8 @@ class PipelineController(Controller):
     @get("/{pipeline_id:int}/stages/{stage_id:int}/cards")
     async def column_page(
         self,
-        pipeline_id: FromPath[int],
-        stage_id: FromPath[int],
+        pipeline_id: RecordId,
+        stage_id: RecordId,
         after: FromQuery[str | None] = None,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
@@ -106,7 +106,7 @@ class DealController(Controller):
     path = "/deals"
 
     @get("/{deal_id:int}")
-    async def deal_page(self, deal_id: FromPath[int]) -> Template:
+    async def deal_page(self, deal_id: RecordId) -> Template:
         live = await live_context([f"deal:{deal_id}"])
         deal = await queries.get_deal(deal_id)
         return Template(
@@ -120,7 +120,7 @@ class DealController(Controller):
         )
 
     @get("/{deal_id:int}/form")
-    async def deal_form(self, deal_id: FromPath[int]) -> Template:
+    async def deal_form(self, deal_id: RecordId) -> Template:
         deal = await queries.get_deal(deal_id)
         return Template(
             "deals/_form.html", context={"form": await deal_form_context(deal)}
@@ -128,7 +128,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}")
     async def edit_deal(
-        self, request: UserRequest, deal_id: FromPath[int], data: FormData
+        self, request: UserRequest, deal_id: RecordId, data: FormData
     ) -> Template:
         try:
             edits = form_edits(data, EDITABLE, parse_deal_field)
@@ -148,7 +148,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}/stage")
     async def move(
-        self, request: UserRequest, deal_id: FromPath[int], data: FormData
+        self, request: UserRequest, deal_id: RecordId, data: FormData
     ) -> Response:
         to_stage = reference("stage", data.get("stage"))
         from_stage = reference("from_stage", data.get("from_stage"))
@@ -162,7 +162,7 @@ class DealController(Controller):
 
     @post("/{deal_id:int}/comments")
     async def comment(
-        self, request: UserRequest, deal_id: FromPath[int], data: FormData
+        self, request: UserRequest, deal_id: RecordId, data: FormData
     ) -> Template:
         await add_comment("deal", deal_id, data.get("body", ""), request.user.id)
         return Template(
@@ -220,11 +220,14 @@ async def deal_form_context(
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
+    stages = await queries.list_stages(deal["pipeline"])
+    people = await people_choices()
     return {
         "deal": deal,
         **edit_form_state(deal, EDITABLE, typed, conflicts, error, saved),
-        "stages": await queries.list_stages(deal["pipeline"]),
-        **await people_choices(),
+        "stages": stages,
+        **people,
+        "describe": value_labels({"stage": stages, "owner": people["users"]}),
     }
 
 

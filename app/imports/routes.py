@@ -10,12 +10,12 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
-from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.imports.jobs import create_job, get_job, recent_jobs
+from app.web.forms import RecordId
 from app.web.pages import live_context
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,15 @@ class ImportController(Controller):
         job_id = await create_job(
             source, [path.name for path in paths], request.user.id
         )
+        # The folder, not the files: like `crm import` on a folder, a file in
+        # no known format (a data dictionary, say) is listed, not fatal.
         await request.app.state.arq.enqueue_job(
-            "import_files", job_id, source, [str(path) for path in paths]
+            "import_files", job_id, source, [str(paths[0].parent)]
         )
         return Redirect(f"/import/{job_id}")
 
     @get("/{job_id:int}")
-    async def job_page(self, request: UserRequest, job_id: FromPath[int]) -> Template:
+    async def job_page(self, request: UserRequest, job_id: RecordId) -> Template:
         live = await live_context([f"import:{job_id}"])
         job = await get_job(job_id, user_id=request.user.id)
         return Template(
@@ -100,10 +102,22 @@ async def save_uploads(data_dir: Path, uploads: list[UploadFile]) -> list[Path]:
     """Store uploaded files where the worker can read them."""
     folder = data_dir / "uploads" / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    paths = []
+    paths: list[Path] = []
     for upload in uploads:
-        name = SAFE_NAME.sub("_", Path(upload.filename or "upload").name) or "upload"
-        path = folder / name
+        path = folder / unique_name(upload.filename, {path.name for path in paths})
         path.write_bytes(await upload.read())
         paths.append(path)
     return paths
+
+
+def unique_name(filename: str | None, taken: set[str]) -> str:
+    """Return a safe file name for an upload, not one of ``taken``."""
+    name = SAFE_NAME.sub("_", Path(filename or "").name).lstrip(".") or "upload"
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{stem}-{number}{dot}{suffix}"
+    return candidate

@@ -33,6 +33,7 @@
         onEnd: function (event) {
           if (event.from === event.to) return;
           const card = event.item;
+          card.origin = { column: event.from, index: event.oldIndex };
           const values = {};
           values[field] = event.to.dataset.value;
           values["from_" + field] = event.from.dataset.value;
@@ -45,6 +46,43 @@
       });
     });
   }
+
+  function toast(message) {
+    const item = document.createElement("div");
+    item.className = "toast toast-error";
+    item.setAttribute("role", "alert");
+    item.textContent = message;
+    document.getElementById("toasts").appendChild(item);
+    setTimeout(function () { item.remove(); }, 6000);
+  }
+
+  // A request that never reached the server saved nothing: say so, and put
+  // a dragged card back where it was.
+  document.addEventListener("htmx:sendError", function (event) {
+    const card = event.target.closest ? event.target.closest(".card") : null;
+    if (card && card.origin) {
+      const column = card.origin.column;
+      column.insertBefore(card, column.children[card.origin.index] || null);
+      delete card.origin;
+    }
+    const select = event.target.matches && event.target.matches("select.move") ? event.target : null;
+    if (select) select.value = select.querySelector("option[selected]").value;
+    toast("Could not reach the server, so nothing was saved. Try again in a moment.");
+  });
+
+  // A card moved by a live update is a new element; keep the keyboard focus
+  // on it when the user was using its stage or status select.
+  let focusedCard = null;
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    const active = document.activeElement;
+    focusedCard = active && active.closest ? active.closest(".card") : null;
+    focusedCard = focusedCard ? focusedCard.id : null;
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    if (!focusedCard || document.activeElement !== document.body) return;
+    const select = document.querySelector("#" + focusedCard + " select.move");
+    if (select) select.focus();
+  });
 
   htmx.onLoad(function (root) {
     const scope = root.querySelectorAll ? root : document;

@@ -22,7 +22,7 @@ from app.tickets.service import (
     update_ticket,
 )
 from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES
-from app.web.forms import FormData, edit_form_state, form_edits
+from app.web.forms import FormData, RecordId, edit_form_state, form_edits, value_labels
 from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
@@ -83,7 +83,7 @@ class TicketController(Controller):
     path = "/tickets"
 
     @get("/{ticket_id:int}")
-    async def ticket_page(self, ticket_id: FromPath[int]) -> Template:
+    async def ticket_page(self, ticket_id: RecordId) -> Template:
         live = await live_context([f"ticket:{ticket_id}"])
         ticket = await queries.get_ticket(ticket_id)
         return Template(
@@ -97,7 +97,7 @@ class TicketController(Controller):
         )
 
     @get("/{ticket_id:int}/form")
-    async def ticket_form(self, ticket_id: FromPath[int]) -> Template:
+    async def ticket_form(self, ticket_id: RecordId) -> Template:
         ticket = await queries.get_ticket(ticket_id)
         return Template(
             "tickets/_form.html", context={"form": await ticket_form_context(ticket)}
@@ -105,7 +105,7 @@ class TicketController(Controller):
 
     @post("/{ticket_id:int}")
     async def edit_ticket(
-        self, request: UserRequest, ticket_id: FromPath[int], data: FormData
+        self, request: UserRequest, ticket_id: RecordId, data: FormData
     ) -> Template:
         try:
             edits = form_edits(data, EDITABLE, parse_ticket_field)
@@ -127,7 +127,7 @@ class TicketController(Controller):
     async def quick_change(
         self,
         request: UserRequest,
-        ticket_id: FromPath[int],
+        ticket_id: RecordId,
         name: FromPath[str],
         data: FormData,
     ) -> Response:
@@ -148,7 +148,7 @@ class TicketController(Controller):
 
     @post("/{ticket_id:int}/comments")
     async def comment(
-        self, request: UserRequest, ticket_id: FromPath[int], data: FormData
+        self, request: UserRequest, ticket_id: RecordId, data: FormData
     ) -> Template:
         await add_comment("ticket", ticket_id, data.get("body", ""), request.user.id)
         return Template(
@@ -162,9 +162,10 @@ async def refused_change(ticket_id: int, error: EditConflict | FieldError) -> Te
     if isinstance(error, EditConflict):
         conflict: Conflict = error.conflicts[0]
         who = conflict.changed_by or "Someone"
+        describe = value_labels({"assignee": (await people_choices())["users"]})
         message = (
             f"{who} changed the {conflict.field} of “{ticket['subject']}” "
-            f"to {conflict.theirs or 'nobody'} meanwhile."
+            f"to {describe(conflict.field, conflict.theirs)} meanwhile."
         )
     else:
         message = error.message
@@ -182,11 +183,13 @@ async def ticket_form_context(
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
+    people = await people_choices()
     return {
         "ticket": ticket,
         **edit_form_state(ticket, EDITABLE, typed, conflicts, error, saved),
         "statuses": STATUSES,
         "priorities": PRIORITIES,
         "channels": CHANNELS,
-        **await people_choices(),
+        **people,
+        "describe": value_labels({"assignee": people["users"]}),
     }

@@ -6,7 +6,12 @@ import logging
 import uuid
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.response import Redirect, Template
 
 from app.errors import EditConflict, FieldError, NotFound
@@ -67,7 +72,16 @@ def on_not_authorized(request: Request, error: NotAuthorizedException) -> Respon
 
 
 def on_http_error(request: Request, error: HTTPException) -> Response:
-    return toast_response(request, error.detail, error.status_code)
+    message = error.detail
+    if isinstance(error, ValidationException) and isinstance(error.extra, list):
+        problems = [
+            f"{item.get('key', 'value')}: {item.get('message', 'invalid')}"
+            for item in error.extra
+            if isinstance(item, dict)
+        ]
+        if problems:
+            message = "Invalid request: " + "; ".join(problems) + "."
+    return toast_response(request, message, error.status_code)
 
 
 def on_server_error(request: Request, error: Exception) -> Response:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, PathParameter
 
 from app.errors import FieldError
+from app.fields import MAX_ID
 from app.merge import Conflict, Edit
 
 FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
+# The id of a record in a path; larger numbers cannot be PostgreSQL ids.
+RecordId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
 
 BASE_PREFIX = "base_"
 
@@ -33,6 +37,31 @@ def form_edits(
             new=parse(name, data[name]),
         )
     return edits
+
+
+def value_labels(
+    choices: dict[str, list[dict[str, Any]]],
+) -> Callable[[str, Any], str]:
+    """Return a function that shows a field's value the way people know it.
+
+    ``choices`` maps a reference field to its options (``id`` and ``name``),
+    so a conflict reads "Engaging" or "Dana Reyes" rather than an id.
+    """
+    names = {
+        field: {str(option["id"]): option["name"] for option in options}
+        for field, options in choices.items()
+    }
+
+    def describe(field: str, value: Any) -> str:
+        if value is None or value == "":
+            return "(empty)"
+        if field in names:
+            return names[field].get(str(value), str(value))
+        if isinstance(value, str) and "_" in value and value.islower():
+            return value.replace("_", " ").capitalize()
+        return str(value)
+
+    return describe
 
 
 def edit_form_state(

@@ -131,7 +131,7 @@ async def test_invalid_amount_names_field_and_value(server) -> None:
     )
 
     assert response.status_code == 422
-    assert "Amount &#39;12abc&#39; is not a number." in response.text
+    assert "Amount &#39;12abc&#39; is not an amount such as 1200" in response.text
     stored = (
         await Deal.select(Deal.amount, Deal.name, Deal.version)
         .where(Deal.id == deal_id)
