@@ -24,6 +24,9 @@ class Tracked:
     updated_at = Timestamptz(default=TimestamptzNow())
     version = Integer(default=1)
     external_key = Varchar(length=200, null=True, default=None, unique=True)
+    # The version the last import wrote. A record whose version has moved
+    # past it was edited in Switchboard, and a re-import leaves it alone.
+    import_version = Integer(null=True, default=None)
 
 
 def make_engine(database_url: str | None = None) -> PostgresEngine:

@@ -52,6 +52,8 @@ class RowError:
 class TableCounts:
     created: int = 0
     updated: int = 0
+    # Records edited in Switchboard since the last import, left as they are.
+    kept: int = 0
 
 
 @dataclass
@@ -78,15 +80,23 @@ class ImportReport:
     tickets_changed: bool = False
     seconds: float = 0.0
 
-    def count(self, table: str, *, created: int = 0, updated: int = 0) -> None:
+    def count(
+        self, table: str, *, created: int = 0, updated: int = 0, kept: int = 0
+    ) -> None:
         counts = self.counts.setdefault(table, TableCounts())
         counts.created += created
         counts.updated += updated
+        counts.kept += kept
 
     def summary(self) -> str:
         """Describe the outcome in one line, for logs and the command line."""
         tables = ", ".join(
             f"{table} {counts.created} created {counts.updated} updated"
+            + (
+                f" {counts.kept} kept (edited since the last import)"
+                if counts.kept
+                else ""
+            )
             for table, counts in self.counts.items()
         )
         return (

@@ -106,6 +106,8 @@ class Batch:
         for row in written:
             if row["inserted"]:
                 counts.created += 1
+            elif row.get("kept"):
+                counts.kept += 1
             elif not created_only:
                 counts.updated += 1
 
@@ -228,7 +230,12 @@ class ImportRun:
         report = self.report
         if committed:
             for table, counts in batch.counts.items():
-                report.count(table, created=counts.created, updated=counts.updated)
+                report.count(
+                    table,
+                    created=counts.created,
+                    updated=counts.updated,
+                    kept=counts.kept,
+                )
             report.pipeline_ids |= batch.pipeline_ids
             report.tickets_changed |= batch.tickets_changed
             report.warnings.extend(batch.warnings)

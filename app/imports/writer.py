@@ -38,6 +38,11 @@ def transaction() -> PostgresTransaction:
     return Account._meta.db.transaction(allow_nested=False)
 
 
+# The stored row is as the last import left it (rows imported before
+# import_version existed count as untouched).
+UNTOUCHED = "coalesce(t.import_version, t.version) = t.version"
+
+
 async def upsert(
     table: type[Table],
     rows: Sequence[Mapping[str, Any]],
@@ -83,13 +88,29 @@ async def upsert(
         assignments.setdefault("version", "t.version + 1")
     if "updated_at" in column_names:
         assignments.setdefault("updated_at", "now()")
+    kept = "FALSE"
+    if "import_version" in column_names:
+        # A row edited in Switchboard since the last import keeps every
+        # value: the import must not overwrite someone's work unseen.
+        assignments = {
+            name: f"CASE WHEN {UNTOUCHED} THEN {value} ELSE t.{quote(name)} END"
+            for name, value in assignments.items()
+        }
+        assignments["import_version"] = (
+            f"CASE WHEN {UNTOUCHED} THEN t.version + 1 ELSE t.import_version END"
+        )
+        selects.append("1")
+        columns_sql = [*columns, "import_version"]
+        kept = "(t.import_version IS DISTINCT FROM t.version)"
+    else:
+        columns_sql = list(columns)
     if not assignments:
         # DO NOTHING would return no row for an existing key.
         assignments[conflict[0]] = f"EXCLUDED.{quote(conflict[0])}"
 
     sql = (
         f"INSERT INTO {quote(table._meta.tablename)} AS t "
-        f"({', '.join(quote(name) for name in columns)}) "
+        f"({', '.join(quote(name) for name in columns_sql)}) "
         f"SELECT {', '.join(selects)} "
         f"FROM unnest({', '.join(casts)}) "
         f"AS u({', '.join(quote(name) for name in columns)}) "
@@ -97,7 +118,7 @@ async def upsert(
         + ", ".join(f"{quote(name)} = {value}" for name, value in assignments.items())
         + " RETURNING t.id, "
         + "".join(f"t.{quote(name)}, " for name in [*conflict, *returning])
-        + "(t.xmax = 0) AS inserted"
+        + f"(t.xmax = 0) AS inserted, {kept} AS kept"
     )
     args = [[row[name] for row in rows] for name in columns]
     return await table.raw(sql, *args)
@@ -282,9 +303,11 @@ async def link_account_parents(links: Sequence[tuple[str, str]]) -> set[str]:
     if resolved:
         await Account.raw(
             "UPDATE account AS t SET parent = u.parent_id, "
-            "version = t.version + 1, updated_at = now() "
+            "version = t.version + 1, import_version = t.version + 1, "
+            "updated_at = now() "
             "FROM unnest({}::integer[], {}::integer[]) AS u(child_id, parent_id) "
-            "WHERE t.id = u.child_id AND t.parent IS DISTINCT FROM u.parent_id",
+            f"WHERE t.id = u.child_id AND t.parent IS DISTINCT FROM u.parent_id "
+            f"AND {UNTOUCHED}",
             [row["child_id"] for row in resolved],
             [row["parent_id"] for row in resolved],
         )

@@ -388,3 +388,39 @@ async def test_salesforce_import_counts() -> None:
         "WHERE c.email = 'amy@demo.net'"
     )
     assert amy == [{"name": "Alpha Dynamics"}]
+
+
+async def test_reimport_keeps_records_edited_in_app(tmp_path: Path) -> None:
+    from app.deals.service import update_deal
+    from app.merge import Edit
+
+    path = write_file(
+        tmp_path / "deals.csv",
+        [
+            DEALS_HEADER,
+            deal_line("KEEP-1", "Edited in the app", amount="100"),
+            deal_line("KEEP-2", "Left alone", amount="200"),
+        ],
+    )
+    await run_import("hubspot", [path])
+    edited = (
+        await Deal.select(Deal.id).where(Deal.external_key == "hubspot:KEEP-1").first()
+    )
+    await update_deal(
+        edited["id"], {"name": Edit("Edited in the app", "Renamed by a rep")}, None
+    )
+
+    report = await run_import("hubspot", [path])
+
+    rows = {
+        row["external_key"]: row
+        for row in await Deal.select(Deal.external_key, Deal.name, Deal.version).where(
+            Deal.external_key.is_in(["hubspot:KEEP-1", "hubspot:KEEP-2"])
+        )
+    }
+    assert rows["hubspot:KEEP-1"]["name"] == "Renamed by a rep"
+    assert rows["hubspot:KEEP-1"]["version"] == 2
+    assert rows["hubspot:KEEP-2"]["version"] == 2
+    assert report.counts["deal"].kept == 1
+    assert report.counts["deal"].updated == 1
+    assert "1 kept (edited since the last import)" in report.summary()
