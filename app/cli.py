@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
 import click
 
 from app.auth.tables import ROLES
@@ -40,6 +41,17 @@ def prepare() -> Settings:
         return Settings.from_env()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+
+
+def migrate_or_exit() -> None:
+    from app.migrate import migrate as run_migrations
+
+    try:
+        asyncio.run(run_migrations())
+    except (OSError, asyncpg.PostgresError) as error:
+        raise click.ClickException(
+            f"cannot migrate the database at DATABASE_URL: {error}"
+        ) from None
 
 
 def exit_on_signal(signum: int, frame: object) -> None:
@@ -80,7 +92,13 @@ def run_with_database(action: Callable[[], Awaitable[T]]) -> T:
         settings = Settings.from_env()
         redis = Redis.from_url(settings.redis_url)
         set_bus(Bus(redis, settings.redis_prefix))
-        await DB.start_connection_pool(min_size=1, max_size=4)
+        try:
+            await DB.start_connection_pool(min_size=1, max_size=4)
+        except (OSError, asyncpg.PostgresError) as error:
+            await redis.aclose()
+            raise click.ClickException(
+                f"cannot connect to the database at DATABASE_URL: {error}"
+            ) from None
         try:
             return await action()
         finally:
@@ -101,9 +119,7 @@ def main() -> None:
 def migrate() -> None:
     """Apply the database migrations (safe to run again)."""
     prepare()
-    from app.migrate import migrate as run_migrations
-
-    asyncio.run(run_migrations())
+    migrate_or_exit()
     click.echo("Database is up to date.")
 
 
@@ -190,13 +206,18 @@ def import_command(source: str, paths: tuple[Path, ...]) -> None:
     async def progress(done: int, total: int) -> None:
         click.echo(f"\r{done:,} / {total:,} rows", nl=False, err=True)
 
-    report = run_with_database(
-        lambda: run_import(source, list(paths), on_progress=progress)
-    )
+    from app.imports.report import ImportFileError
+
+    try:
+        report = run_with_database(
+            lambda: run_import(source, list(paths), on_progress=progress)
+        )
+    except ImportFileError as file_error:
+        raise click.ClickException(str(file_error)) from None
     click.echo("", err=True)
     click.echo(report.summary())
-    for error in report.errors[:50]:
-        click.echo(f"  {error}", err=True)
+    for row_error in report.errors[:50]:
+        click.echo(f"  {row_error}", err=True)
     if len(report.errors) > 50:
         click.echo(f"  … and {len(report.errors) - 50} more row errors", err=True)
 
@@ -222,9 +243,8 @@ def run(host: str | None, port: int | None) -> None:
     """Migrate, load the demo on first start, then serve web and worker together."""
     settings = prepare()
     from app.demo import load_demo
-    from app.migrate import migrate as run_migrations
 
-    asyncio.run(run_migrations())
+    migrate_or_exit()
     for line in run_with_database(load_demo):
         click.echo(line)
 

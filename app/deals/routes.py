@@ -170,9 +170,10 @@ class DealController(Controller):
         )
 
     @get("/new")
-    async def new_deal_page(self, pipeline: FromQuery[int | None] = None) -> Template:
+    async def new_deal_page(self, pipeline: FromQuery[str | None] = None) -> Template:
+        pipeline_id = reference("pipeline", pipeline)
         return Template(
-            "deals/new.html", context=await new_deal_context(pipeline, {}, None)
+            "deals/new.html", context=await new_deal_context(pipeline_id, {}, None)
         )
 
     @post("/")
@@ -237,6 +238,8 @@ async def new_deal_context(
     pipelines = await queries.list_pipelines()
     if pipeline_id is None and pipelines:
         pipeline_id = pipelines[0]["id"]
+    elif pipeline_id is not None:
+        await queries.get_pipeline(pipeline_id)
     return {
         "pipelines": pipelines,
         "pipeline_id": pipeline_id,

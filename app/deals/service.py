@@ -8,7 +8,7 @@ from typing import Any
 
 from app import fields
 from app.auth.tables import User
-from app.deals.tables import Deal, Stage
+from app.deals.tables import Deal, Pipeline, Stage
 from app.errors import EditConflict, FieldError, NotFound
 from app.events.service import change_set
 from app.merge import Edit, MergeResult, merge_edit
@@ -109,6 +109,8 @@ async def create_deal(values: dict[str, str], actor_id: int | None) -> int:
     pipeline_id = fields.reference("pipeline", values.get("pipeline"))
     if pipeline_id is None:
         raise FieldError("pipeline", values.get("pipeline"), "must be chosen")
+    if not await Pipeline.exists().where(Pipeline.id == pipeline_id):
+        raise FieldError("pipeline", pipeline_id, "does not exist")
     parsed = {name: parse_deal_field(name, values.get(name)) for name in EDITABLE}
     if parsed["stage"] is None:
         raise FieldError("stage", values.get("stage"), "must be chosen")

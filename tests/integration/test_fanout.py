@@ -156,3 +156,20 @@ async def test_other_sessions_keep_their_sockets(servers) -> None:
     await socket.close()
     await leaving.close()
     await staying.close()
+
+
+async def test_socket_from_another_origin_is_refused(servers) -> None:
+    user = await make_user()
+    session = Session(servers[0].url)
+    await session.sign_in(user.email)
+
+    with pytest.raises(websockets.exceptions.WebSocketException):
+        socket = await websockets.connect(
+            f"{servers[0].ws_url}/live?topic=tickets",
+            additional_headers={
+                "Cookie": session.cookie_header(),
+                "Origin": "http://attacker.invalid",
+            },
+        )
+        await next_event(socket, 2)
+    await session.close()
