@@ -41,13 +41,26 @@ SUBSIDIARIES_SQL = f"""
     LIMIT {{}} OFFSET {{}}
 """
 
-CONTACTS_SQL = """
-    SELECT c.id, nullif(trim(c.first_name || ' ' || c.last_name), '') AS name,
-        c.email, c.phone, c.title
+CONTACT_ROW_COLUMNS = """
+    c.id, nullif(trim(c.first_name || ' ' || c.last_name), '') AS name,
+    c.email, c.phone, c.title
+"""
+
+CONTACTS_SQL = f"""
+    SELECT {CONTACT_ROW_COLUMNS}
     FROM contact c
-    WHERE c.account = {}
+    WHERE c.account = {{}}
     ORDER BY lower(c.last_name), lower(c.first_name), c.id
-    LIMIT {} OFFSET {}
+    LIMIT {{}} OFFSET {{}}
+"""
+
+# A contact as an account page lists it, with the account it is at now and
+# the number of contacts of the account whose page the row is pushed to.
+CONTACT_ROW_SQL = f"""
+    SELECT {CONTACT_ROW_COLUMNS}, c.account,
+        (SELECT count(*) FROM contact o WHERE o.account = {{}}) AS contact_count
+    FROM contact c
+    WHERE c.id = {{}}
 """
 
 DEALS_SQL = """
@@ -172,6 +185,16 @@ async def account_contacts(
         return Page(rows=[], total=total, paging=paging)
     rows = await Account.raw(CONTACTS_SQL, account_id, paging.size, paging.offset)
     return Page(rows=rows, total=total, paging=paging)
+
+
+async def get_contact_row(contact_id: int, account_id: int) -> dict[str, Any] | None:
+    """Load a contact as the page of account ``account_id`` lists it.
+
+    The row carries the contact's current ``account`` and the number of
+    contacts at ``account_id``. Returns None for an unknown contact.
+    """
+    rows = await Account.raw(CONTACT_ROW_SQL, account_id, contact_id)
+    return rows[0] if rows else None
 
 
 async def related_deals(

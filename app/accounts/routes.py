@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
-from litestar.params import FromPath, FromQuery
+import logging
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromQuery
 from litestar.response import Template
 
 from app.accounts import queries
+from app.accounts.service import (
+    EDITABLE,
+    MAX_LENGTHS,
+    parse_account_field,
+    update_account,
+)
+from app.auth.service import CurrentUser
+from app.errors import FieldError
+from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
+from app.people import people_choices
+from app.web.forms import FormData, RecordId, edit_form_state, form_edits
+from app.web.pages import live_context
+
+logger = logging.getLogger(__name__)
+
+UserRequest = Request[CurrentUser, Any, Any]
 
 
 class AccountController(Controller):
@@ -30,7 +49,7 @@ class AccountController(Controller):
     @get("/{account_id:int}")
     async def account_page(
         self,
-        account_id: FromPath[int],
+        account_id: RecordId,
         subsidiaries_page: FromQuery[str | None] = None,
         contacts_page: FromQuery[str | None] = None,
         deals_page: FromQuery[str | None] = None,
@@ -45,6 +64,7 @@ class AccountController(Controller):
                 "tickets_page": tickets_page,
             },
         )
+        live = await live_context([f"account:{account_id}"])
         loaded = await queries.load_account_page(
             account_id,
             subsidiaries=paging["subsidiaries_page"],
@@ -56,9 +76,62 @@ class AccountController(Controller):
             "accounts/detail.html",
             context={
                 "account": loaded.account,
+                "form": await account_form_context(loaded.account),
                 "subsidiaries": loaded.subsidiaries,
                 "contacts": loaded.contacts,
                 "deals": loaded.deals,
                 "tickets": loaded.tickets,
+                **live,
             },
         )
+
+    @get("/{account_id:int}/form")
+    async def account_form(self, account_id: RecordId) -> Template:
+        account = await queries.get_account(account_id)
+        return Template(
+            "accounts/_form.html",
+            context={"form": await account_form_context(account)},
+        )
+
+    @post("/{account_id:int}")
+    async def edit_account(
+        self, request: UserRequest, account_id: RecordId, data: FormData
+    ) -> Template:
+        try:
+            edits = form_edits(data, EDITABLE, parse_account_field)
+            result = await update_account(account_id, edits, request.user.id)
+        except FieldError as error:
+            logger.info(
+                "account edit rejected account_id=%s user_id=%s field=%s: %s",
+                account_id,
+                request.user.id,
+                error.field,
+                error,
+            )
+            account = await queries.get_account(account_id)
+            context = await account_form_context(account, typed=data, error=error)
+            return Template(
+                "accounts/_form.html", context={"form": context}, status_code=422
+            )
+
+        account = await queries.get_account(account_id)
+        context = await account_form_context(
+            account, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
+        )
+        return Template("accounts/_form.html", context={"form": context})
+
+
+async def account_form_context(
+    account: dict[str, Any],
+    typed: dict[str, Any] | None = None,
+    conflicts: list[Conflict] | None = None,
+    error: FieldError | None = None,
+    saved: bool = False,
+) -> dict[str, Any]:
+    return {
+        "account": account,
+        **edit_form_state(account, EDITABLE, typed, conflicts, error, saved),
+        "fields": EDITABLE,
+        "max_lengths": MAX_LENGTHS,
+        **await people_choices(),
+    }

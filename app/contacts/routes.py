@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get
-from litestar.params import FromPath, FromQuery
+import logging
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromQuery
 from litestar.response import Template
 
+from app.auth.service import CurrentUser
 from app.contacts import queries
+from app.contacts.service import (
+    EDITABLE,
+    MAX_LENGTHS,
+    parse_contact_field,
+    update_contact,
+)
+from app.errors import FieldError
+from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
+from app.people import people_choices
+from app.web.forms import FormData, RecordId, edit_form_state, form_edits
+from app.web.pages import live_context
+
+logger = logging.getLogger(__name__)
+
+UserRequest = Request[CurrentUser, Any, Any]
 
 
 class ContactController(Controller):
@@ -30,7 +49,7 @@ class ContactController(Controller):
     @get("/{contact_id:int}")
     async def contact_page(
         self,
-        contact_id: FromPath[int],
+        contact_id: RecordId,
         deals_page: FromQuery[str | None] = None,
         tickets_page: FromQuery[str | None] = None,
     ) -> Template:
@@ -38,6 +57,7 @@ class ContactController(Controller):
             f"/contacts/{contact_id}",
             {"deals_page": deals_page, "tickets_page": tickets_page},
         )
+        live = await live_context([f"contact:{contact_id}"])
         loaded = await queries.load_contact_page(
             contact_id, deals=paging["deals_page"], tickets=paging["tickets_page"]
         )
@@ -45,7 +65,60 @@ class ContactController(Controller):
             "contacts/detail.html",
             context={
                 "contact": loaded.contact,
+                "form": await contact_form_context(loaded.contact),
                 "deals": loaded.deals,
                 "tickets": loaded.tickets,
+                **live,
             },
         )
+
+    @get("/{contact_id:int}/form")
+    async def contact_form(self, contact_id: RecordId) -> Template:
+        contact = await queries.get_contact(contact_id)
+        return Template(
+            "contacts/_form.html",
+            context={"form": await contact_form_context(contact)},
+        )
+
+    @post("/{contact_id:int}")
+    async def edit_contact(
+        self, request: UserRequest, contact_id: RecordId, data: FormData
+    ) -> Template:
+        try:
+            edits = form_edits(data, EDITABLE, parse_contact_field)
+            result = await update_contact(contact_id, edits, request.user.id)
+        except FieldError as error:
+            logger.info(
+                "contact edit rejected contact_id=%s user_id=%s field=%s: %s",
+                contact_id,
+                request.user.id,
+                error.field,
+                error,
+            )
+            contact = await queries.get_contact(contact_id)
+            context = await contact_form_context(contact, typed=data, error=error)
+            return Template(
+                "contacts/_form.html", context={"form": context}, status_code=422
+            )
+
+        contact = await queries.get_contact(contact_id)
+        context = await contact_form_context(
+            contact, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
+        )
+        return Template("contacts/_form.html", context={"form": context})
+
+
+async def contact_form_context(
+    contact: dict[str, Any],
+    typed: dict[str, Any] | None = None,
+    conflicts: list[Conflict] | None = None,
+    error: FieldError | None = None,
+    saved: bool = False,
+) -> dict[str, Any]:
+    return {
+        "contact": contact,
+        **edit_form_state(contact, EDITABLE, typed, conflicts, error, saved),
+        "fields": EDITABLE,
+        "max_lengths": MAX_LENGTHS,
+        **await people_choices(),
+    }

@@ -222,7 +222,7 @@ async def deal_form_context(
     saved: bool = False,
 ) -> dict[str, Any]:
     stages = await queries.list_stages(deal["pipeline"])
-    people = await people_choices()
+    people = await people_choices(keep=[deal["owner"]])
     return {
         "deal": deal,
         **edit_form_state(deal, EDITABLE, typed, conflicts, error, saved),

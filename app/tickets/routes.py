@@ -183,7 +183,7 @@ async def ticket_form_context(
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
-    people = await people_choices()
+    people = await people_choices(keep=[ticket["assignee"]])
     return {
         "ticket": ticket,
         **edit_form_state(ticket, EDITABLE, typed, conflicts, error, saved),

@@ -25,13 +25,17 @@ def form_edits(
     """Pair each submitted field with its ``base_<field>`` copy, both parsed.
 
     A form renders every editable field twice: the input, and a hidden copy
-    of the value it started from. Fields missing from the post are left out.
+    of the value it started from. Fields missing from the post, and fields
+    the user left as they were, are left out: a stored value that today's
+    rules would reject does not block edits of the other fields.
     """
     edits = {}
     for name in editable:
         if name not in data:
             continue
         base_raw = data.get(BASE_PREFIX + name)
+        if base_raw is not None and str(base_raw).strip() == str(data[name]).strip():
+            continue
         edits[name] = Edit(
             base=parse(name, base_raw) if base_raw is not None else None,
             new=parse(name, data[name]),

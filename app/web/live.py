@@ -23,6 +23,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Litestar, WebSocket, websocket
@@ -100,6 +101,15 @@ async def live_socket(
     from app.web.topics import resolve_topic
 
     user = socket.user
+    if not same_origin(socket):
+        # Another site's page must not open a socket with our user's cookie.
+        logger.warning(
+            "socket from another origin refused user_id=%s origin=%s",
+            user.id,
+            socket.headers.get("origin"),
+        )
+        await socket.close(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")
+        return
     await socket.accept()
     client = Client(
         socket=socket,
@@ -203,6 +213,15 @@ def parse_message(text: str, client: Client) -> ClientMessage | None:
     return None
 
 
+def same_origin(socket: WebSocket[Any, Any, Any]) -> bool:
+    """Accept sockets from this site's pages, and from clients that are not
+    browsers (they send no Origin)."""
+    origin = socket.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == socket.headers.get("host")
+
+
 def session_digest(session_id: str | None) -> str | None:
     """Name a session on the bus without sending its id around."""
     if not session_id:
@@ -248,6 +267,8 @@ async def relay_forever(hub: Hub, interval: float = RELAY_INTERVAL) -> None:
 @contextlib.asynccontextmanager
 async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Subscribe this process to the bus for as long as the app runs."""
+    from app.accounts.live import render_account_page, snapshot_account_page
+    from app.contacts.live import render_contact_page, snapshot_contact_page
     from app.deals.live import (
         render_deal_page,
         render_pipeline,
@@ -270,6 +291,8 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     hub.register("deal", render_deal_page, snapshot_deal_page)
     hub.register("tickets", render_ticket_board, snapshot_ticket_board)
     hub.register("ticket", render_ticket_page, snapshot_ticket_page)
+    hub.register("account", render_account_page, snapshot_account_page)
+    hub.register("contact", render_contact_page, snapshot_contact_page)
     hub.register("import", render_import, snapshot_import)
     app.state.hub = hub
     app.state.presence = PresenceTracker(

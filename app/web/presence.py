@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from app.accounts.service import EDITABLE as ACCOUNT_FIELDS
+from app.contacts.service import EDITABLE as CONTACT_FIELDS
 from app.deals.service import EDITABLE as DEAL_FIELDS
 from app.tickets.service import EDITABLE as TICKET_FIELDS
 from app.web.templating import render
 from realtime.messages import Viewer
 
 # The fields whose "is editing" markers a record page shows.
-RECORD_FIELDS = {"deal": DEAL_FIELDS, "ticket": TICKET_FIELDS}
+RECORD_FIELDS = {
+    "deal": DEAL_FIELDS,
+    "ticket": TICKET_FIELDS,
+    "account": ACCOUNT_FIELDS,
+    "contact": CONTACT_FIELDS,
+}
 
 
 def presence_slug(topic: str) -> str:

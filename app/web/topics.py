@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from app.accounts.tables import Account
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter
+from app.contacts.tables import Contact
 from app.deals.tables import Deal, Pipeline
 from app.errors import FieldError, NotFound
 from app.imports.tables import ImportJob
@@ -49,6 +51,22 @@ async def ticket_topic(
     return ""
 
 
+async def account_topic(
+    record_id: int | None, user: CurrentUser, board: BoardFilter
+) -> str:
+    if record_id is None or not await Account.exists().where(Account.id == record_id):
+        raise NotFound("account", record_id)
+    return ""
+
+
+async def contact_topic(
+    record_id: int | None, user: CurrentUser, board: BoardFilter
+) -> str:
+    if record_id is None or not await Contact.exists().where(Contact.id == record_id):
+        raise NotFound("contact", record_id)
+    return ""
+
+
 async def import_topic(
     record_id: int | None, user: CurrentUser, board: BoardFilter
 ) -> str:
@@ -68,6 +86,8 @@ RESOLVERS: dict[str, Resolver] = {
     "deal": deal_topic,
     "tickets": ticket_board_topic,
     "ticket": ticket_topic,
+    "account": account_topic,
+    "contact": contact_topic,
     "import": import_topic,
 }
 
