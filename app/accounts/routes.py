@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -21,10 +20,8 @@ from app.errors import FieldError
 from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
 from app.people import people_choices
-from app.web.forms import FormData, RecordId, edit_form_state, form_edits
+from app.web.forms import EditForm, FormData, RecordId, edit_form_state
 from app.web.pages import live_context
-
-logger = logging.getLogger(__name__)
 
 UserRequest = Request[CurrentUser, Any, Any]
 
@@ -97,28 +94,7 @@ class AccountController(Controller):
     async def edit_account(
         self, request: UserRequest, account_id: RecordId, data: FormData
     ) -> Template:
-        try:
-            edits = form_edits(data, EDITABLE, parse_account_field)
-            result = await update_account(account_id, edits, request.user.id)
-        except FieldError as error:
-            logger.info(
-                "account edit rejected account_id=%s user_id=%s field=%s: %s",
-                account_id,
-                request.user.id,
-                error.field,
-                error,
-            )
-            account = await queries.get_account(account_id)
-            context = await account_form_context(account, typed=data, error=error)
-            return Template(
-                "accounts/_form.html", context={"form": context}, status_code=422
-            )
-
-        account = await queries.get_account(account_id)
-        context = await account_form_context(
-            account, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
-        )
-        return Template("accounts/_form.html", context={"form": context})
+        return await ACCOUNT_FORM.save(account_id, data, request.user.id)
 
 
 async def account_form_context(
@@ -135,3 +111,14 @@ async def account_form_context(
         "max_lengths": MAX_LENGTHS,
         **await people_choices(),
     }
+
+
+ACCOUNT_FORM = EditForm(
+    record_type="account",
+    template="accounts/_form.html",
+    editable=EDITABLE,
+    parse=parse_account_field,
+    update=update_account,
+    load=queries.get_account,
+    context=account_form_context,
+)

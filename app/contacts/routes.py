@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -21,10 +20,8 @@ from app.errors import FieldError
 from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
 from app.people import people_choices
-from app.web.forms import FormData, RecordId, edit_form_state, form_edits
+from app.web.forms import EditForm, FormData, RecordId, edit_form_state
 from app.web.pages import live_context
-
-logger = logging.getLogger(__name__)
 
 UserRequest = Request[CurrentUser, Any, Any]
 
@@ -84,28 +81,7 @@ class ContactController(Controller):
     async def edit_contact(
         self, request: UserRequest, contact_id: RecordId, data: FormData
     ) -> Template:
-        try:
-            edits = form_edits(data, EDITABLE, parse_contact_field)
-            result = await update_contact(contact_id, edits, request.user.id)
-        except FieldError as error:
-            logger.info(
-                "contact edit rejected contact_id=%s user_id=%s field=%s: %s",
-                contact_id,
-                request.user.id,
-                error.field,
-                error,
-            )
-            contact = await queries.get_contact(contact_id)
-            context = await contact_form_context(contact, typed=data, error=error)
-            return Template(
-                "contacts/_form.html", context={"form": context}, status_code=422
-            )
-
-        contact = await queries.get_contact(contact_id)
-        context = await contact_form_context(
-            contact, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
-        )
-        return Template("contacts/_form.html", context={"form": context})
+        return await CONTACT_FORM.save(contact_id, data, request.user.id)
 
 
 async def contact_form_context(
@@ -122,3 +98,14 @@ async def contact_form_context(
         "max_lengths": MAX_LENGTHS,
         **await people_choices(),
     }
+
+
+CONTACT_FORM = EditForm(
+    record_type="contact",
+    template="contacts/_form.html",
+    editable=EDITABLE,
+    parse=parse_contact_field,
+    update=update_contact,
+    load=queries.get_contact,
+    context=contact_form_context,
+)

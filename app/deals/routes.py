@@ -23,7 +23,13 @@ from app.errors import EditConflict, FieldError
 from app.fields import reference
 from app.merge import Conflict
 from app.people import people_choices
-from app.web.forms import FormData, RecordId, edit_form_state, form_edits, value_labels
+from app.web.forms import (
+    EditForm,
+    FormData,
+    RecordId,
+    edit_form_state,
+    value_labels,
+)
 from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
@@ -130,21 +136,7 @@ class DealController(Controller):
     async def edit_deal(
         self, request: UserRequest, deal_id: RecordId, data: FormData
     ) -> Template:
-        try:
-            edits = form_edits(data, EDITABLE, parse_deal_field)
-            result = await update_deal(deal_id, edits, request.user.id)
-        except FieldError as error:
-            deal = await queries.get_deal(deal_id)
-            context = await deal_form_context(deal, typed=data, error=error)
-            return Template(
-                "deals/_form.html", context={"form": context}, status_code=422
-            )
-
-        deal = await queries.get_deal(deal_id)
-        context = await deal_form_context(
-            deal, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
-        )
-        return Template("deals/_form.html", context={"form": context})
+        return await DEAL_FORM.save(deal_id, data, request.user.id)
 
     @post("/{deal_id:int}/stage")
     async def move(
@@ -248,3 +240,14 @@ async def new_deal_context(
         "error": error,
         **await people_choices(),
     }
+
+
+DEAL_FORM = EditForm(
+    record_type="deal",
+    template="deals/_form.html",
+    editable=EDITABLE,
+    parse=parse_deal_field,
+    update=update_deal,
+    load=queries.get_deal,
+    context=deal_form_context,
+)

@@ -22,7 +22,13 @@ from app.tickets.service import (
     update_ticket,
 )
 from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES
-from app.web.forms import FormData, RecordId, edit_form_state, form_edits, value_labels
+from app.web.forms import (
+    EditForm,
+    FormData,
+    RecordId,
+    edit_form_state,
+    value_labels,
+)
 from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
@@ -107,21 +113,7 @@ class TicketController(Controller):
     async def edit_ticket(
         self, request: UserRequest, ticket_id: RecordId, data: FormData
     ) -> Template:
-        try:
-            edits = form_edits(data, EDITABLE, parse_ticket_field)
-            result = await update_ticket(ticket_id, edits, request.user.id)
-        except FieldError as error:
-            ticket = await queries.get_ticket(ticket_id)
-            context = await ticket_form_context(ticket, typed=data, error=error)
-            return Template(
-                "tickets/_form.html", context={"form": context}, status_code=422
-            )
-
-        ticket = await queries.get_ticket(ticket_id)
-        context = await ticket_form_context(
-            ticket, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
-        )
-        return Template("tickets/_form.html", context={"form": context})
+        return await TICKET_FORM.save(ticket_id, data, request.user.id)
 
     @post("/{ticket_id:int}/fields/{name:str}")
     async def quick_change(
@@ -193,3 +185,14 @@ async def ticket_form_context(
         **people,
         "describe": value_labels({"assignee": people["users"]}),
     }
+
+
+TICKET_FORM = EditForm(
+    record_type="ticket",
+    template="tickets/_form.html",
+    editable=EDITABLE,
+    parse=parse_ticket_field,
+    update=update_ticket,
+    load=queries.get_ticket,
+    context=ticket_form_context,
+)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, PathParameter
+from litestar.response import Template
 
 from app.errors import FieldError
 from app.fields import MAX_ID
-from app.merge import Conflict, Edit
+from app.merge import Conflict, Edit, MergeResult
 
 FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 # The id of a record in a path; larger numbers cannot be PostgreSQL ids.
 RecordId = Annotated[int, PathParameter(ge=1, le=MAX_ID)]
+
+logger = logging.getLogger(__name__)
 
 BASE_PREFIX = "base_"
 
@@ -96,3 +101,48 @@ def edit_form_state(
         "error": error,
         "saved": saved and not conflicts,
     }
+
+
+@dataclass(frozen=True)
+class EditForm:
+    """How one kind of record's edit form is saved and shown again.
+
+    ``update`` is the area's service (it merges and records the event),
+    ``load`` reads the record as the form shows it, and ``context`` builds
+    the form's template context from a record and ``edit_form_state``'s
+    keyword arguments.
+    """
+
+    record_type: str
+    template: str
+    editable: tuple[str, ...]
+    parse: Callable[[str, str | None], Any]
+    update: Callable[[int, dict[str, Edit], int | None], Awaitable[MergeResult]]
+    load: Callable[[int], Awaitable[dict[str, Any]]]
+    context: Callable[..., Awaitable[dict[str, Any]]]
+
+    async def save(
+        self, record_id: int, data: dict[str, Any], actor_id: int | None
+    ) -> Template:
+        """Apply a posted form; answer with the form, its conflicts or its error."""
+        try:
+            edits = form_edits(data, self.editable, self.parse)
+            result = await self.update(record_id, edits, actor_id)
+        except FieldError as error:
+            logger.info(
+                "%s edit rejected %s_id=%s user_id=%s field=%s",
+                self.record_type,
+                self.record_type,
+                record_id,
+                actor_id,
+                error.field,
+            )
+            record = await self.load(record_id)
+            context = await self.context(record, typed=data, error=error)
+            return Template(self.template, context={"form": context}, status_code=422)
+
+        record = await self.load(record_id)
+        context = await self.context(
+            record, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
+        )
+        return Template(self.template, context={"form": context})
