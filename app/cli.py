@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -155,10 +156,24 @@ def worker() -> None:
     """Run the background worker: imports and event log pruning."""
     prepare()
     from arq.worker import run_worker
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     from workers.settings import WorkerSettings
 
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    # arq 0.28 lets a lost Redis connection end the worker; start it again,
+    # as a process supervisor would, until Redis is back.
+    delay = 1.0
+    while True:
+        started = time.monotonic()
+        try:
+            run_worker(WorkerSettings)  # type: ignore[arg-type]
+            return
+        except (RedisConnectionError, ConnectionError, OSError) as error:
+            if time.monotonic() - started > 60:
+                delay = 1.0
+            logger.warning("worker lost Redis, restarting in %.0f s: %s", delay, error)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 @main.command()

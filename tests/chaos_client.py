@@ -5,7 +5,7 @@ cards and their columns, column heads, record summaries and the comment
 list. ``LiveClient`` speaks the page's socket protocol as app.js does:
 resume on every connect, drop repeats, request a replay on a jump, apply
 fresh renders, and reconnect with backoff after any close but a sign-out
-or a refused subscription.
+or a rejected subscription.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def is_card(node: Node) -> bool:
 
 
 def card_value(node: Node) -> str:
-    """Return the column a card says it belongs to: its stage or status."""
+    """Return the column a card names as its own: its stage or status."""
     return node.attrs.get("data-stage") or node.attrs.get("data-status", "")
 
 
@@ -259,7 +259,7 @@ class StreamTally:
     snapshots: list[tuple[int, int]] = field(default_factory=list)
 
     def check(self, last_seq: int) -> dict[str, int]:
-        """Count missing and doubly applied numbers against the stream's last."""
+        """Count missing and doubly applied numbers up to the stream's last number."""
         covered = max([self.start, *(after for _, after in self.snapshots)])
         applied = Counter(self.applied)
         lost = sum(1 for seq in range(covered + 1, last_seq + 1) if applied[seq] == 0)
@@ -285,8 +285,10 @@ class LiveClient:
         view: PageView,
         positions: dict[str, int],
         rng: random.Random,
+        board_filter: str = "",
     ) -> None:
         self.name = name
+        self.board_filter = board_filter
         self.urls = urls
         self.cookie_header = cookie_header
         self.topics = topics
@@ -307,7 +309,10 @@ class LiveClient:
 
     @property
     def query(self) -> str:
-        return "resume=1&" + "&".join(f"topic={topic}" for topic in self.topics)
+        parts = ["resume=1", *(f"topic={topic}" for topic in self.topics)]
+        if self.board_filter:
+            parts.append(self.board_filter)
+        return "&".join(parts)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the socket open until ``stop`` is set or a final close."""
@@ -353,7 +358,7 @@ class LiveClient:
         return socket
 
     async def serve(self, socket: websockets.ClientConnection) -> int:
-        """Resume, then apply frames until the socket closes; return its code."""
+        """Resume, apply frames until the socket closes, then return its close code."""
         self.socket = socket
         self.ready = False
         self.replaying.clear()
@@ -370,7 +375,9 @@ class LiveClient:
         # The page comes back through either web process, as a load
         # balancer would send it.
         self.server_index = self.rng.randrange(len(self.urls))
-        return socket.close_code if socket.close_code is not None else ABNORMAL_CLOSE
+        if socket.close_code is None:
+            return ABNORMAL_CLOSE
+        return int(socket.close_code)
 
     async def handle(self, socket: websockets.ClientConnection, text: str) -> None:
         header, _, body = text.partition("\n")
@@ -418,7 +425,12 @@ class LiveClient:
         self.counts["applied"] += 1
 
     async def back_off(self, failures: int, stop: asyncio.Event) -> None:
-        """Wait a random delay that grows with failures, as the ws extension does."""
+        """Wait a random delay up to a limit that doubles with each failure.
+
+        The htmx ws extension 2.0.4 waits the same way ("full jitter"), with a
+        limit that starts at 1 s and stops at 64 s. Here it starts at 0.5 s and
+        stops at ``MAX_BACKOFF``, which keeps the test short.
+        """
         await self.pause(
             self.rng.uniform(0, min(0.25 * 2**failures, MAX_BACKOFF)), stop
         )

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -41,11 +42,12 @@ from tests.chaos_client import (
     PageView,
     count_by,
     form_values,
+    is_card,
     parse_html,
     stream_positions_in_page,
 )
 from tests.factories import PASSWORD
-from tests.servers import ROOT, free_port, stop, wait_until_healthy
+from tests.servers import ROOT, stop, wait_until_healthy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -62,6 +64,8 @@ REPLAY_LIMIT = 6
 WRITE_INTERVAL = 0.12  # seconds between the starts of two changes
 WRITE_SECONDS = 44.0
 RETRY_SECONDS = 20.0  # how long one change is retried through outages
+# Moves sent at once through the web process that is then killed.
+BURST_MOVES = 16
 DROP_INTERVAL = 0.5  # seconds between two cut page sockets
 MAX_OFFLINE = 5.0  # seconds a cut page may stay away
 CONVERGE_SECONDS = 60.0
@@ -89,6 +93,7 @@ class Cluster:
         self.redis: EmbeddedServers | None = None
         self.database_url = ""
         self.redis_url = ""
+        self.secret_key = "chaos-secret-" + uuid.uuid4().hex
         self.webs: list[WebProcess] = []
         self.worker: subprocess.Popen[bytes] | None = None
 
@@ -120,7 +125,7 @@ class Cluster:
             DATABASE_URL=self.database_url,
             REDIS_URL=self.redis_url,
             REDIS_PREFIX="chaos:",
-            SECRET_KEY="chaos-secret-" + uuid.uuid4().hex,
+            SECRET_KEY=self.secret_key,
             CRM_DATA_DIR=str(self.data_dir),
             CRM_REPLAY_LIMIT=str(REPLAY_LIMIT),
             XDG_RUNTIME_DIR=str(self.runtime_dir),
@@ -139,14 +144,14 @@ class Cluster:
         assert result.returncode == 0, f"crm {' '.join(args)} failed:\n{result.stderr}"
 
     def start_worker(self) -> None:
-        log = (self.root / "worker.log").open("ab")
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with (self.root / "worker.log").open("ab") as log:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "worker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop_all(self) -> None:
         for web in self.webs:
@@ -157,13 +162,29 @@ class Cluster:
         self.stop_postgres()
 
 
+def fixed_port() -> int:
+    """Return a free port below Linux's default ephemeral range (from 32768).
+
+    A web process restarted on its port could otherwise find it taken by one
+    of the pages' outgoing connections.
+    """
+    for port in random.Random().sample(range(20000, 32000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port between 20000 and 32000")
+
+
 @dataclass
 class WebProcess:
     """One ``crm serve`` that can be killed and started again on its port."""
 
     env: dict[str, str]
     log_path: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=fixed_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -220,8 +241,9 @@ class Seeded:
     writer_email: str
     viewer_emails: list[str]
     writer_id: int
+    owners: list[int]  # the users deals are assigned to
     stages: dict[int, list[int]]  # pipeline id → its stage ids in order
-    deals: dict[int, dict[str, Any]]  # deal id → pipeline, stage, amount
+    deals: dict[int, dict[str, Any]]  # deal id → pipeline, stage, amount, owner
     tickets: dict[int, str]  # ticket id → status
 
 
@@ -267,6 +289,7 @@ async def seed(database_url: str, rng: random.Random) -> Seeded:
             for deal_number in range(DEALS_PER_PIPELINE):
                 stage = rng.choice(stages[pipeline_id])
                 amount = Decimal(rng.randrange(1, 500) * 100)
+                owner = rng.choice(user_ids[:2])
                 deal_id = await connection.fetchval(
                     "INSERT INTO deal (name, pipeline, stage, amount, owner) "
                     "VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -274,12 +297,13 @@ async def seed(database_url: str, rng: random.Random) -> Seeded:
                     pipeline_id,
                     stage,
                     amount,
-                    user_ids[0],
+                    owner,
                 )
                 deals[deal_id] = {
                     "pipeline": pipeline_id,
                     "stage": stage,
                     "amount": amount,
+                    "owner": owner,
                 }
 
         tickets: dict[int, str] = {}
@@ -297,6 +321,7 @@ async def seed(database_url: str, rng: random.Random) -> Seeded:
         writer_email=emails[0],
         viewer_emails=emails[1:],
         writer_id=user_ids[0],
+        owners=user_ids[:2],
         stages=stages,
         deals=deals,
         tickets=tickets,
@@ -308,8 +333,8 @@ class Writer:
 
     A change whose request failed (no connection, a 5xx, a lost session) is
     retried, alternating the processes, and counted once. A change whose
-    first attempts may have reached the server is counted as uncertain: its
-    event may exist even if no attempt was answered.
+    earlier attempts may have reached the server is counted as uncertain,
+    because its event may exist even if no attempt received a response.
     """
 
     def __init__(self, sessions: list[Session], seeded: Seeded) -> None:
@@ -320,36 +345,59 @@ class Writer:
         self.rng = random.Random(SEED + 1)
         self.counts: Counter[str] = Counter()
         self.turn = 0
-        self.uncertain = False
+        # Records whose stored state the writer may not know, because a change
+        # to them got no response or may have applied before a failure.
+        self.unsure: set[str] = set()
+        self.burst_to: int | None = None
+        self.burst_sent = asyncio.Event()
 
     async def run(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         start = next_start = loop.time()
         while loop.time() - start < seconds:
-            await self.change_one()
+            if self.burst_to is not None:
+                await self.move_many(self.burst_to)
+                self.burst_to = None
+            else:
+                await self.change_one()
             next_start = max(next_start + WRITE_INTERVAL, loop.time())
             await asyncio.sleep(next_start - loop.time())
 
     async def change_one(self) -> None:
         self.turn += 1
+        server = self.turn % len(self.sessions)
         roll = self.rng.random()
         deal_id = self.rng.choice(sorted(self.deals))
         if roll < 0.45:
-            await self.move_deal(deal_id)
+            await self.move_deal(deal_id, server)
+        elif roll < 0.6:
+            await self.edit_deal(deal_id, "amount", server)
         elif roll < 0.7:
-            await self.edit_amount(deal_id)
+            await self.edit_deal(deal_id, "owner", server)
         elif roll < 0.9:
-            await self.change_ticket(self.rng.choice(sorted(self.tickets)))
+            await self.change_ticket(self.rng.choice(sorted(self.tickets)), server)
         else:
-            await self.comment(deal_id)
+            await self.comment(deal_id, server)
 
-    async def move_deal(self, deal_id: int) -> None:
+    async def move_many(self, server: int) -> None:
+        """Move many deals at once through one process, so that a kill of that
+        process is likely to fall between a commit and its publication."""
+        self.turn += 1
+        deals = self.rng.sample(sorted(self.deals), BURST_MOVES)
+        moves = [self.move_deal(deal_id, server) for deal_id in deals]
+        self.burst_sent.set()
+        await asyncio.gather(*moves)
+
+    async def move_deal(self, deal_id: int, server: int) -> None:
         deal = self.deals[deal_id]
         stages = self.seeded.stages[deal["pipeline"]]
         target = self.rng.choice([stage for stage in stages if stage != deal["stage"]])
+        key = f"deal-{deal_id}"
         response = await self.post(
             f"/deals/{deal_id}/stage",
             {"stage": str(target), "from_stage": str(deal["stage"])},
+            server,
+            key,
         )
         if response is None:
             return
@@ -357,43 +405,56 @@ class Writer:
             self.counts["accepted"] += 1
             self.counts["moves"] += 1
             deal["stage"] = target
+            self.unsure.discard(key)
         elif response.status_code == 409:
-            # Only an earlier attempt of this same change can have moved it.
-            self.count_refusal()
-            deal["stage"] = int(refused_card_value(response.text, f"deal-{deal_id}"))
+            self.count_rejection(key)
+            deal["stage"] = int(restored_card_value(response.text, key))
         else:
             self.counts[f"status_{response.status_code}"] += 1
 
-    async def edit_amount(self, deal_id: int) -> None:
+    async def edit_deal(self, deal_id: int, name: str, server: int) -> None:
+        """Change a deal's amount or owner through its edit form."""
         deal = self.deals[deal_id]
-        amount = Decimal(self.rng.randrange(1, 500) * 100)
-        if amount == deal["amount"]:
-            amount += 100
+        if name == "amount":
+            amount = Decimal(self.rng.randrange(1, 500) * 100)
+            if amount == deal["amount"]:
+                amount += 100
+            new, base = str(amount), format(deal["amount"], "f")
+        else:
+            owner = next(user for user in self.seeded.owners if user != deal["owner"])
+            new, base = str(owner), str(deal["owner"])
+
+        key = f"deal-{deal_id}"
         response = await self.post(
-            f"/deals/{deal_id}",
-            {"amount": str(amount), "base_amount": format(deal["amount"], "f")},
+            f"/deals/{deal_id}", {name: new, f"base_{name}": base}, server, key
         )
         if response is None:
             return
         if response.status_code != 200:
             self.counts[f"status_{response.status_code}"] += 1
             return
-        if 'data-conflict="amount"' in response.text:
-            self.count_refusal()
+
+        if f'data-conflict="{name}"' in response.text:
+            self.count_rejection(key)
         else:
             self.counts["accepted"] += 1
-            self.counts["edits"] += 1
+            self.counts[f"{name}_edits"] += 1
         # The form comes back with the stored values as its base copies.
         stored = form_values(response.text)
         deal["amount"] = Decimal(stored["base_amount"])
+        deal["owner"] = int(stored["base_owner"])
         deal["stage"] = int(stored["base_stage"])
+        self.unsure.discard(key)
 
-    async def change_ticket(self, ticket_id: int) -> None:
+    async def change_ticket(self, ticket_id: int, server: int) -> None:
         status = self.tickets[ticket_id]
         target = self.rng.choice([value for value in STATUSES if value != status])
+        key = f"ticket-{ticket_id}"
         response = await self.post(
             f"/tickets/{ticket_id}/fields/status",
             {"status": target, "from_status": status},
+            server,
+            key,
         )
         if response is None:
             return
@@ -401,17 +462,19 @@ class Writer:
             self.counts["accepted"] += 1
             self.counts["ticket_changes"] += 1
             self.tickets[ticket_id] = target
+            self.unsure.discard(key)
         elif response.status_code == 409:
-            self.count_refusal()
-            self.tickets[ticket_id] = refused_card_value(
-                response.text, f"ticket-{ticket_id}"
-            )
+            self.count_rejection(key)
+            self.tickets[ticket_id] = restored_card_value(response.text, key)
         else:
             self.counts[f"status_{response.status_code}"] += 1
 
-    async def comment(self, deal_id: int) -> None:
+    async def comment(self, deal_id: int, server: int) -> None:
         response = await self.post(
-            f"/deals/{deal_id}/comments", {"body": f"Chaos note {self.turn}"}
+            f"/deals/{deal_id}/comments",
+            {"body": f"Chaos note {self.turn}"},
+            server,
+            f"comment-on-deal-{deal_id}",
         )
         if response is None:
             return
@@ -421,36 +484,42 @@ class Writer:
         else:
             self.counts[f"status_{response.status_code}"] += 1
 
-    def count_refusal(self) -> None:
-        """Count a refused change; only a retry of an applied one expects it."""
-        if self.uncertain:
-            self.counts["refused_after_retry"] += 1
+    def count_rejection(self, key: str) -> None:
+        """Count a rejected change, which the writer expects only on a record
+        whose state it was unsure of. The response then shows the state."""
+        if key in self.unsure:
+            self.counts["rejected_after_retry"] += 1
+            self.unsure.discard(key)
         else:
-            self.counts["refused_unexpectedly"] += 1
+            self.counts["rejected_unexpectedly"] += 1
 
-    async def post(self, path: str, data: dict[str, str]) -> httpx.Response | None:
-        """Send one change until a web process answers it; None if none did.
+    async def post(
+        self, path: str, data: dict[str, str], server: int, key: str
+    ) -> httpx.Response | None:
+        """Send one change to record ``key`` until a web process responds,
+        starting with ``server``; None if none did within ``RETRY_SECONDS``.
 
-        Sets ``uncertain`` when an attempt may have been handled unanswered.
+        A record whose change may have been handled without a response is
+        added to ``unsure``.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_SECONDS
         uncertain = False
         attempt = 0
         while True:
-            session = self.sessions[(self.turn + attempt) % len(self.sessions)]
+            session = self.sessions[(server + attempt) % len(self.sessions)]
             attempt += 1
             try:
                 response = await session.post(path, data)
             except httpx.ConnectError:
                 response = None
             except httpx.HTTPError:
-                # The request may have been handled before the answer was lost.
+                # The request may have been handled before the response was lost.
                 uncertain = True
                 response = None
 
             if response is not None and response.status_code in (401, 403):
-                # A session lost with Redis, or a CSRF token it no longer knows.
+                # A session lost with Redis, or a CSRF token it no longer accepts.
                 self.counts["sign_ins"] += 1
                 with contextlib.suppress(AssertionError, httpx.HTTPError):
                     await sign_in(session, self.seeded.writer_email)
@@ -458,23 +527,25 @@ class Writer:
                 # A change can commit before a later step of the request fails.
                 uncertain = True
             elif response is not None:
-                self.uncertain = uncertain
-                self.counts["uncertain"] += uncertain
+                if uncertain:
+                    self.counts["uncertain"] += 1
+                    self.unsure.add(key)
                 self.counts["retries"] += attempt - 1
                 return response
 
             if loop.time() > deadline:
-                self.uncertain = uncertain
                 self.counts["abandoned"] += 1
-                self.counts["uncertain"] += uncertain
+                if uncertain:
+                    self.counts["uncertain"] += 1
+                    self.unsure.add(key)
                 return None
             await asyncio.sleep(0.2)
 
 
-def refused_card_value(html: str, card_id: str) -> str:
-    """Return the stage or status of the card a refused change puts back."""
-    card = parse_html(html).find(lambda node: node.id == card_id)
-    assert card is not None, f"refused change came back without {card_id}: {html}"
+def restored_card_value(html: str, card_id: str) -> str:
+    """Return the stage or status of the card a rejected change puts back."""
+    card = parse_html(html).find(lambda node: is_card(node) and node.id == card_id)
+    assert card is not None, f"rejected change came back without {card_id}: {html}"
     return card.attrs.get("data-stage") or card.attrs["data-status"]
 
 
@@ -483,43 +554,58 @@ async def sign_in(session: Session, email: str) -> None:
     await session.sign_in(email)
 
 
-def page_path(topic: str) -> str:
+@dataclass
+class PageSpec:
+    """The streams a page shows, and the filter of its board (``person=3``)."""
+
+    topics: list[str]
+    board_filter: str = ""
+
+
+def page_path(topic: str, board_filter: str) -> str:
     family, _, record_id = topic.partition(":")
-    return {
+    path = {
         "pipeline": f"/pipelines/{record_id}",
         "deal": f"/deals/{record_id}",
         "tickets": "/tickets",
         "ticket": f"/tickets/{record_id}",
     }[family]
+    if board_filter and family in ("pipeline", "tickets"):
+        path += f"?{board_filter}"
+    return path
 
 
-def page_topics(seeded: Seeded, rng: random.Random) -> list[list[str]]:
+def page_specs(seeded: Seeded, rng: random.Random) -> list[PageSpec]:
     """Choose the streams of each page: boards, records, and both at once.
 
     A page shows one board and one record at most, as the pages of the app
-    do; many pages share each stream.
+    do, and many pages share each stream. Some boards show one owner's deals.
     """
     pipelines = sorted(seeded.stages)
     watched_deals = sorted(rng.sample(sorted(seeded.deals), 8))
     watched_tickets = sorted(rng.sample(sorted(seeded.tickets), 4))
-    pages: list[list[str]] = []
+    pages: list[PageSpec] = []
     for pipeline_id in pipelines:
-        pages.extend([f"pipeline:{pipeline_id}"] for _ in range(6))
+        pages.extend(PageSpec([f"pipeline:{pipeline_id}"]) for _ in range(5))
+        pages.extend(
+            PageSpec([f"pipeline:{pipeline_id}"], f"person={owner}")
+            for owner in seeded.owners
+        )
     for deal_id in watched_deals:
         pipeline_id = seeded.deals[deal_id]["pipeline"]
-        pages.append([f"pipeline:{pipeline_id}", f"deal:{deal_id}"])
-        pages.append([f"deal:{deal_id}"])
-    pages.extend(["tickets"] for _ in range(6))
+        pages.append(PageSpec([f"pipeline:{pipeline_id}", f"deal:{deal_id}"]))
+        pages.append(PageSpec([f"deal:{deal_id}"]))
+    pages.extend(PageSpec(["tickets"]) for _ in range(6))
     for ticket_id in watched_tickets:
-        pages.append(["tickets", f"ticket:{ticket_id}"])
-        pages.append([f"ticket:{ticket_id}"])
-    pages.extend([f"deal:{deal_id}"] for deal_id in watched_deals[:4])
+        pages.append(PageSpec(["tickets", f"ticket:{ticket_id}"]))
+        pages.append(PageSpec([f"ticket:{ticket_id}"]))
+    pages.extend(PageSpec([f"deal:{deal_id}"]) for deal_id in watched_deals[:4])
     return pages
 
 
 async def open_page(
     number: int,
-    topics: list[str],
+    spec: PageSpec,
     session: Session,
     urls: list[str],
     rng: random.Random,
@@ -527,35 +613,43 @@ async def open_page(
     """Load the page's HTML for each of its streams, then make its client."""
     view = PageView()
     positions: dict[str, int] = {}
-    for topic in topics:
-        response = await session.get(urls[number % 2] + page_path(topic))
-        assert response.status_code == 200, f"{topic} page: {response.status_code}"
+    for topic in spec.topics:
+        path = page_path(topic, spec.board_filter)
+        response = await session.get(urls[number % 2] + path)
+        assert response.status_code == 200, f"{path} page: {response.status_code}"
         positions[topic] = stream_positions_in_page(response.text)[topic]
         view.load_page(response.text)
     client = LiveClient(
         name=f"page-{number}",
         urls=urls,
         cookie_header=session.cookie_header,
-        topics=topics,
+        topics=spec.topics,
         view=view,
         positions=positions,
         rng=random.Random(rng.random()),
+        board_filter=spec.board_filter,
     )
     client.server_index = number % 2
     return client
 
 
-async def disrupt(cluster: Cluster, log: list[str]) -> None:
+async def disrupt(
+    cluster: Cluster, writer: Writer, rng: random.Random, log: list[str]
+) -> None:
     """Kill, stop and restart the servers on a fixed schedule."""
     loop = asyncio.get_running_loop()
     start = loop.time()
 
-    async def at(second: float, what: str) -> None:
+    async def at(second: float, description: str) -> None:
         await asyncio.sleep(max(0.0, start + second - loop.time()))
-        log.append(f"{loop.time() - start:5.1f}s {what}")
+        log.append(f"{loop.time() - start:5.1f}s {description}")
 
-    await at(KILL_WEB_AT, "SIGKILL web 0")
+    await at(KILL_WEB_AT, f"{BURST_MOVES} moves at once through web 0")
+    writer.burst_to = 0
+    await writer.burst_sent.wait()
+    await asyncio.sleep(rng.uniform(0.02, 0.1))
     cluster.webs[0].kill()
+    log.append(f"{loop.time() - start:5.1f}s SIGKILL web 0")
     await at(KILL_WEB_AT + KILL_WEB_DOWN, "start web 0")
     await asyncio.to_thread(cluster.webs[0].start)
     log.append(f"{loop.time() - start:5.1f}s web 0 healthy")
@@ -601,7 +695,8 @@ async def read_database(database_url: str, seeded: Seeded) -> dict[str, Any]:
         deals = {
             row["id"]: dict(row)
             for row in await connection.fetch(
-                "SELECT d.id, d.pipeline, d.stage, d.amount, s.name AS stage_name "
+                "SELECT d.id, d.pipeline, d.stage, d.amount, d.owner, "
+                "s.name AS stage_name "
                 "FROM deal d JOIN stage s ON s.id = d.stage"
             )
         }
@@ -662,8 +757,10 @@ async def wait_for_convergence(
     database_url: str, seeded: Seeded, clients: list[LiveClient]
 ) -> tuple[float, dict[str, Any], list[str]]:
     """Wait until every page is live at each stream's last number and the
-    relay has published every event; return the wait, the data and the pages
-    still behind."""
+    relay has published every event.
+
+    Returns the seconds waited, the database's data and the pages still behind.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     while True:
@@ -679,23 +776,25 @@ async def wait_for_convergence(
 def state_mismatches(
     client: LiveClient, database: dict[str, Any], seeded: Seeded
 ) -> list[str]:
-    """Compare what a page shows with the database; describe each difference."""
+    """Compare what a page shows with the database, and describe each difference."""
     view = client.view
     problems = []
     for topic in client.topics:
         family, _, raw_id = topic.partition(":")
         if family == "pipeline":
             pipeline_id = int(raw_id)
+            person = client.board_filter.removeprefix("person=")
             board = {
                 deal_id: deal
                 for deal_id, deal in database["deals"].items()
                 if deal["pipeline"] == pipeline_id
+                and (not person or deal["owner"] == int(person))
             }
-            shown = {card for card in view.cards if card.startswith("deal-")}
+            displayed = {card for card in view.cards if card.startswith("deal-")}
             expected = {f"deal-{deal_id}" for deal_id in board}
-            if shown != expected:
+            if displayed != expected:
                 problems.append(
-                    f"{client.name} {topic} shows cards {sorted(shown ^ expected)}"
+                    f"{client.name} {topic} shows cards {sorted(displayed ^ expected)}"
                     " that differ from the database"
                 )
             for deal_id, deal in board.items():
@@ -720,7 +819,7 @@ def state_mismatches(
                         f", the database {counts[stage_id]}"
                     )
         elif family == "tickets":
-            shown = {
+            displayed = {
                 card: columns
                 for card, columns in view.cards.items()
                 if card.startswith("ticket-")
@@ -729,15 +828,15 @@ def state_mismatches(
                 f"ticket-{ticket_id}": [f"status-{status}-cards"]
                 for ticket_id, status in database["tickets"].items()
             }
-            if shown != expected:
+            if displayed != expected:
                 different = sorted(
                     card
-                    for card in shown.keys() | expected.keys()
-                    if shown.get(card) != expected.get(card)
+                    for card in displayed.keys() | expected.keys()
+                    if displayed.get(card) != expected.get(card)
                 )
                 problems.append(
                     f"{client.name} tickets board differs from the database for "
-                    f"{different}: shown {[shown.get(c) for c in different]}, "
+                    f"{different}: displayed {[displayed.get(c) for c in different]}, "
                     f"stored {[expected.get(c) for c in different]}"
                 )
             counts = Counter(database["tickets"].values())
@@ -778,6 +877,19 @@ def state_mismatches(
     return problems
 
 
+def logged_recoveries(root: Path) -> dict[str, int]:
+    """Count, in the web processes' logs, the events the relay published and
+    the sockets the server caught up on its own."""
+    relayed = repaired = 0
+    for path in root.glob("web*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "relayed unpublished events count=" in line:
+                relayed += int(line.rpartition("count=")[2])
+            elif "repairing missed events" in line:
+                repaired += 1
+    return {"relayed": relayed, "repaired_sockets": repaired}
+
+
 async def test_pages_converge_through_outages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -801,13 +913,9 @@ async def test_pages_converge_through_outages(
 
         clients = [
             await open_page(
-                number,
-                topics,
-                viewer_sessions[number % len(viewer_sessions)],
-                urls,
-                rng,
+                number, spec, viewer_sessions[number % len(viewer_sessions)], urls, rng
             )
-            for number, topics in enumerate(page_topics(seeded, rng))
+            for number, spec in enumerate(page_specs(seeded, rng))
         ]
         stop_pages = asyncio.Event()
         page_tasks = [asyncio.create_task(client.run(stop_pages)) for client in clients]
@@ -818,7 +926,7 @@ async def test_pages_converge_through_outages(
             started = time.monotonic()
             _, _, dropped = await asyncio.gather(
                 writer.run(WRITE_SECONDS),
-                disrupt(cluster, disruptions),
+                disrupt(cluster, writer, rng, disruptions),
                 drop_sockets(clients, rng, WRITE_SECONDS - 2),
             )
             wrote = time.monotonic() - started
@@ -826,7 +934,8 @@ async def test_pages_converge_through_outages(
             waited, database, lagging = await wait_for_convergence(
                 cluster.database_url, seeded, clients
             )
-            worker_alive = cluster.worker is not None and cluster.worker.poll() is None
+            worker_exit = cluster.worker.poll() if cluster.worker else None
+            worker_alive = cluster.worker is not None and worker_exit is None
             webs_alive = [web.running for web in cluster.webs]
         finally:
             stop_pages.set()
@@ -852,6 +961,7 @@ async def test_pages_converge_through_outages(
         for problem in state_mismatches(client, database, seeded)
     ]
     accepted = writer.counts["accepted"]
+    recoveries = logged_recoveries(tmp_path)
 
     print()
     for line in disruptions:
@@ -868,7 +978,7 @@ async def test_pages_converge_through_outages(
         f"writer={dict(sorted(writer.counts.items()))}"
     )
     print(f"chaos: pages {dict(sorted(pages.items()))} dropped_by_test={dropped}")
-    print(f"chaos: close codes {dict(sorted(close_codes.items()))}")
+    print(f"chaos: close codes {dict(sorted(close_codes.items()))} {recoveries}")
     print(
         f"chaos: wrote {wrote:.1f}s, converged in {waited:.1f}s, "
         f"total {time.monotonic() - began:.1f}s, worker_alive={worker_alive} "
@@ -883,8 +993,11 @@ async def test_pages_converge_through_outages(
     assert totals["beyond_last"] == 0
     assert totals["snapshot_regressions"] == 0
     assert mismatches == []
-    assert accepted <= database["events"] <= accepted + writer.counts["uncertain"]
-    assert writer.counts["refused_unexpectedly"] == 0
+    assert database["events"] >= accepted, "an accepted change left no event"
+    assert database["events"] <= accepted + writer.counts["uncertain"]
+    assert writer.counts["rejected_unexpectedly"] == 0
     assert accepted > WRITE_SECONDS, "the writer got too few changes through"
-    assert worker_alive
+    assert worker_alive, (
+        f"crm worker exited with code {worker_exit}; see {tmp_path / 'worker.log'}"
+    )
     assert all(webs_alive)
