@@ -116,16 +116,40 @@ async def get_board(pipeline_id: int, board_filter: BoardFilter) -> Board:
     stages = await list_stages(pipeline_id)
     totals = await stage_totals(pipeline_id, board_filter)
 
+    first_pages = await first_pages_of_columns(pipeline_id, board_filter)
     columns = []
     for stage in stages:
         count, total = totals.get(stage["id"], (0, Decimal(0)))
         column = Column(stage=stage, count=count, total=total)
-        if count:
-            column.cards, column.next_cursor = await column_cards(
-                pipeline_id, stage["id"], board_filter
-            )
+        cards = first_pages.get(stage["id"], [])
+        column.cards = cards[:PAGE_SIZE]
+        if len(cards) > PAGE_SIZE:
+            last = cards[PAGE_SIZE - 1]
+            column.next_cursor = Cursor(at=last["stage_entered_at"], id=last["id"])
         columns.append(column)
     return Board(pipeline=pipeline, columns=columns, filter=board_filter)
+
+
+async def first_pages_of_columns(
+    pipeline_id: int, board_filter: BoardFilter
+) -> dict[int, list[dict[str, Any]]]:
+    """Return the first page (plus one card) of every column in one query."""
+    args: list[object] = []
+    condition = board_filter.sql("d.owner", "d.team", args)
+    args.extend([PAGE_SIZE + 1, pipeline_id])
+    rows = await Deal.raw(
+        "SELECT c.* FROM stage s CROSS JOIN LATERAL ("
+        f"  SELECT {CARD_COLUMNS} {CARD_JOINS}"
+        f"  WHERE d.pipeline = s.pipeline AND d.stage = s.id {condition}"
+        "   ORDER BY d.stage_entered_at DESC, d.id DESC LIMIT {}"
+        ") c WHERE s.pipeline = {} "
+        "ORDER BY c.stage, c.stage_entered_at DESC, c.id DESC",
+        *args,
+    )
+    pages: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        pages.setdefault(row["stage"], []).append(row)
+    return pages
 
 
 async def get_card(deal_id: int) -> dict[str, Any] | None:

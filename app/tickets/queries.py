@@ -86,13 +86,38 @@ async def column_cards(
 
 async def get_board(board_filter: BoardFilter) -> TicketBoard:
     counts = await status_counts(board_filter)
+    first_pages = await first_pages_of_columns(board_filter)
     columns = []
     for status in STATUSES:
         column = StatusColumn(status=status, count=counts.get(status, 0))
-        if column.count:
-            column.cards, column.next_cursor = await column_cards(status, board_filter)
+        cards = first_pages.get(status, [])
+        column.cards = cards[:PAGE_SIZE]
+        if len(cards) > PAGE_SIZE:
+            last = cards[PAGE_SIZE - 1]
+            column.next_cursor = Cursor(at=last["status_changed_at"], id=last["id"])
         columns.append(column)
     return TicketBoard(columns=columns, filter=board_filter)
+
+
+async def first_pages_of_columns(
+    board_filter: BoardFilter,
+) -> dict[str, list[dict[str, Any]]]:
+    """Return the first page (plus one card) of every status column in one query."""
+    args: list[object] = [list(STATUSES)]
+    condition = board_filter.sql("t.assignee", "t.team", args)
+    args.append(PAGE_SIZE + 1)
+    rows = await Ticket.raw(
+        "SELECT c.* FROM unnest({}::varchar[]) AS s(status) CROSS JOIN LATERAL ("
+        f"  SELECT {CARD_COLUMNS} {CARD_JOINS}"
+        f"  WHERE t.status = s.status {condition}"
+        "   ORDER BY t.status_changed_at DESC, t.id DESC LIMIT {}"
+        ") c ORDER BY c.status, c.status_changed_at DESC, c.id DESC",
+        *args,
+    )
+    pages: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        pages.setdefault(row["status"], []).append(row)
+    return pages
 
 
 async def get_ticket(ticket_id: int) -> dict[str, Any]:

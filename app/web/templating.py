@@ -63,8 +63,23 @@ def initials(name: str | None) -> str:
     return "".join(part[0] for part in parts[:2]).upper()
 
 
+class RowEnvironment(Environment):
+    """Jinja environment that looks keys up first on plain dicts.
+
+    Database rows reach templates as dicts, and Jinja's default ``row.name``
+    tries the attribute first and falls back to the key after an
+    AttributeError, which made rendering a 100-card board about twice as
+    slow.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 def build_environment() -> Environment:
-    environment = Environment(
+    environment = RowEnvironment(
         loader=FileSystemLoader(TEMPLATES_DIR),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,

@@ -99,3 +99,30 @@ async def test_new_comment_appears_on_other_ticket_page(browser, server) -> None
     assert agent.name in await comment.text_content()
     await agent_context.close()
     await colleague_context.close()
+
+
+async def test_column_loads_more_as_it_scrolls(browser, server) -> None:
+    pipeline = await make_pipeline()
+    for number in range(60):
+        await make_deal(pipeline, stage_index=0, amount=str(number + 1))
+    user = await make_user()
+    context, page = await signed_in_page(browser, server, user.email)
+    await page.goto(f"/pipelines/{pipeline['id']}")
+    column = f"#stage-{pipeline['stages'][0]}-cards"
+    cards = page.locator(f"{column} .card")
+    assert await cards.count() == 25
+
+    for expected in (50, 60):
+        await page.eval_on_selector(
+            column, "element => element.scrollTo(0, element.scrollHeight)"
+        )
+        await page.wait_for_function(
+            "([selector, count]) => document.querySelectorAll(selector).length === count",
+            arg=[f"{column} .card", expected],
+        )
+
+    assert await page.locator(f"{column} .more").count() == 0
+    assert (
+        await page.text_content(f"#stage-{pipeline['stages'][0]}-head .count") == "60"
+    )
+    await context.close()
