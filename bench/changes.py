@@ -14,12 +14,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import httpx
 from redis.asyncio import Redis
 
 from bench.database import PipelineDeals
 from bench.session import Session
 
 START_DELAY = 0.05
+NO_RESPONSE = -1
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,11 @@ class Move:
 
 @dataclass(frozen=True)
 class Change:
-    """One sent change; ``sent_ns`` is taken just before the request is sent."""
+    """One sent change; ``sent_ns`` is taken just before the request is sent.
+
+    ``status`` is the HTTP status, 0 for a Redis publish, or ``NO_RESPONSE``
+    when the request failed without a response (a timeout or a reset).
+    """
 
     deal_id: int
     topic: str
@@ -59,8 +65,8 @@ class MovePlanner:
             remaining = self.unmoved[pipeline.id]
             if not remaining:
                 raise RuntimeError(
-                    f"pipeline {pipeline.id} has no unmoved deal left; "
-                    "create more deals for this run"
+                    f"pipeline {pipeline.id} has no deal left that this run has "
+                    "not moved: the settings request more moves than it has deals"
                 )
             deal_id = remaining.pop()
             from_stage = pipeline.deals[deal_id]
@@ -90,16 +96,20 @@ async def post_moves(session: Session, moves: list[Move], rate: float) -> list[C
         move = moves[index]
         form = {"stage": str(move.to_stage), "from_stage": str(move.from_stage)}
         sent = time.monotonic_ns()
-        response = await session.post_htmx(f"/deals/{move.deal_id}/stage", form)
+        try:
+            response = await session.post_htmx(f"/deals/{move.deal_id}/stage", form)
+            status = response.status_code
+        except httpx.HTTPError:
+            status = NO_RESPONSE
         received = time.monotonic_ns()
-        if response.status_code == 204:
+        if status == 204:
             move.pipeline.deals[move.deal_id] = move.to_stage
         return Change(
             deal_id=move.deal_id,
             topic=move.pipeline.topic,
             sent_ns=sent,
             response_ns=received - sent,
-            status=response.status_code,
+            status=status,
         )
 
     return await send_at_rate(len(moves), rate, send)

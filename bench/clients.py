@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -195,4 +196,6 @@ async def serve(
 
 def run(specs: list[SocketSpec], options: ClientOptions, pipe: Connection) -> None:
     """Process entry point: connect ``specs``, then follow the pipe's commands."""
+    # Ctrl-C reaches the whole process group, and the parent stops this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     asyncio.run(serve(specs, options, pipe))

@@ -60,7 +60,7 @@ class Context:
         for name in names:
             start = servers.start_minimal if minimal else servers.start_app
             server = start(name, self.server_env, self.log_dir)
-            self.stack.callback(servers.stop, server)
+            self.stack.push_async_callback(servers.stop, server)
             self.servers[name] = server
             started.append(server)
         for server in started:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 
@@ -39,32 +39,35 @@ class CpuWindow:
     pids: dict[str, int]
     started: float = 0.0
     stopped: float = 0.0
+    before: dict[str, float] = field(default_factory=dict)
+    after: dict[str, float] = field(default_factory=dict)
+    machine_before: tuple[int, int] = (0, 0)
+    machine_after: tuple[int, int] = (0, 0)
 
     def start(self) -> None:
         self.started = time.monotonic()
-        self._before = {
-            name: process_cpu_seconds(pid) for name, pid in self.pids.items()
-        }
-        self._machine_before = machine_busy_ticks()
+        self.before = self.sample()
+        self.machine_before = machine_busy_ticks()
 
     def stop(self) -> None:
         self.stopped = time.monotonic()
-        self._after = {
-            name: process_cpu_seconds(pid) for name, pid in self.pids.items()
-        }
-        self._machine_after = machine_busy_ticks()
+        self.after = self.sample()
+        self.machine_after = machine_busy_ticks()
+
+    def sample(self) -> dict[str, float]:
+        return {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
 
     @property
     def seconds(self) -> float:
         return self.stopped - self.started
 
     def used(self, name: str) -> float:
-        """CPU seconds process ``name`` used in the window."""
-        return self._after[name] - self._before[name]
+        """Return the CPU seconds that process ``name`` used in the window."""
+        return self.after[name] - self.before[name]
 
     @property
     def machine_busy(self) -> float:
         """Fraction of all CPUs' time that was not idle during the window."""
-        busy = self._machine_after[0] - self._machine_before[0]
-        total = self._machine_after[1] - self._machine_before[1]
+        busy = self.machine_after[0] - self.machine_before[0]
+        total = self.machine_after[1] - self.machine_before[1]
         return busy / total if total else 0.0

@@ -158,5 +158,5 @@ async def minimal_fanout(
     )
     await fleet.stop()
     for server in started:
-        servers.stop(server)
+        await servers.stop(server)
     return {**describe(fleet, rate, len(started)), **run.summary()}

@@ -29,6 +29,7 @@ class Page:
 async def load_more_path(session: Session, board_path: str) -> str:
     """Return the first column's "load more" URL from the board page."""
     response = await session.http.get(board_path)
+    response.raise_for_status()
     match = LOAD_MORE.search(response.text)
     if match is None:
         raise RuntimeError(f"no 'load more' link found on {board_path}")

@@ -23,6 +23,7 @@ from bench.context import Context, warm_up
 from bench.fanout import wait_for_deliveries
 from bench.pgproxy import CountingProxy
 from bench.progress import say
+from bench.servers import Server
 from bench.session import Session
 
 WARMUP = 3
@@ -88,7 +89,6 @@ async def count_queries(context: Context) -> dict[str, Any]:
     sockets on the counted process. In the last window the moves are POSTed
     to the counted process itself, which then has no sockets open.
     """
-    settings = context.settings
     direct = context.server_env["DATABASE_URL"]
     upstream = urlsplit(direct)
     proxy = CountingProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)
@@ -104,16 +104,38 @@ async def count_queries(context: Context) -> dict[str, Any]:
     context.stack.push_async_callback(session.close)
     await session.sign_in(context.email, context.password)
 
+    result = {
+        "method": "wire-protocol proxy between the web process and PostgreSQL",
+        "board_page": await count_page_queries(context, proxy, session),
+        "live_event": await count_event_queries(context, proxy, server),
+        "move_post": await count_move_queries(context, proxy, session),
+    }
+    await session.close()
+    await servers.stop(server)
+    return result
+
+
+async def count_page_queries(
+    context: Context, proxy: CountingProxy, session: Session
+) -> dict[str, Any]:
+    pages = context.settings.query_pages
     board = f"/pipelines/{context.maven.id}"
-    say(f"  board pages: {settings.query_pages} requests")
+    say(f"  board pages: {pages} requests")
     for _ in range(WARMUP):
         await session.http.get(board)
-    pages = QueryWindow(proxy)
-    pages.start()
-    for _ in range(settings.query_pages):
-        await session.http.get(board)
-    pages.stop()
 
+    window = QueryWindow(proxy)
+    window.start()
+    for _ in range(pages):
+        await session.http.get(board)
+    window.stop()
+    return window.per(pages, "page")
+
+
+async def count_event_queries(
+    context: Context, proxy: CountingProxy, server: Server
+) -> dict[str, Any]:
+    settings = context.settings
     planner = context.maven_moves
     writer = context.session()
     fleet = await context.start_fleet(
@@ -122,34 +144,35 @@ async def count_queries(context: Context) -> dict[str, Any]:
     await warm_up(fleet, lambda: post_moves(writer, planner.take(WARMUP), RATE))
     await fleet.reset()
     say(f"  live events: {settings.query_events} moves to the board's sockets")
-    events = QueryWindow(proxy)
-    events.start()
+
+    window = QueryWindow(proxy)
+    window.start()
     changes = await post_moves(writer, planner.take(settings.query_events), RATE)
     await wait_for_deliveries(fleet, len(changes) * settings.query_sockets)
-    events.stop()
+    window.stop()
+
     sockets = await fleet.take()
     await fleet.stop()
-
-    say(f"  move POSTs: {settings.query_moves} moves to the counted process")
-    await post_moves(session, planner.take(WARMUP), RATE)
-    moves = QueryWindow(proxy)
-    moves.start()
-    posted = await post_moves(session, planner.take(settings.query_moves), RATE)
-    moves.stop()
-    # Closing the keep-alive connection first lets the server stop at once.
-    await session.close()
-    servers.stop(server)
-
     return {
-        "method": "wire-protocol proxy between the web process and PostgreSQL",
-        "board_page": pages.per(settings.query_pages, "page"),
-        "live_event": {
-            **events.per(len(changes), "event"),
-            "sockets": settings.query_sockets,
-            "deliveries": sum(len(socket["frames"]) for socket in sockets),
-        },
-        "move_post": {
-            **moves.per(len(posted), "move"),
-            "rejected": sum(change.status != 204 for change in posted),
-        },
+        **window.per(len(changes), "event"),
+        "sockets": settings.query_sockets,
+        "deliveries": sum(len(socket["frames"]) for socket in sockets),
+    }
+
+
+async def count_move_queries(
+    context: Context, proxy: CountingProxy, session: Session
+) -> dict[str, Any]:
+    moves = context.settings.query_moves
+    planner = context.maven_moves
+    say(f"  move POSTs: {moves} moves to the counted process")
+    await post_moves(session, planner.take(WARMUP), RATE)
+
+    window = QueryWindow(proxy)
+    window.start()
+    posted = await post_moves(session, planner.take(moves), RATE)
+    window.stop()
+    return {
+        **window.per(len(posted), "move"),
+        "rejected": sum(change.status != 204 for change in posted),
     }

@@ -1,7 +1,8 @@
 """The whole run: set up, measure, report, and remove what it created.
 
-Everything the run creates is undone when it ends, also on failure or
-interruption: the web and client processes, the database and the Redis keys.
+Everything the run creates is undone when it ends, also on failure, Ctrl-C or
+SIGTERM: the web and client processes, the database and the Redis keys. Only
+the server logs stay behind when a run fails or finds problems.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bench import database, live, report, servers
 from bench.baselines import redis_round_trips
@@ -37,6 +40,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAVEN_FOLDER = "crm_sales_opportunities"
 TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
 STEPS = 12
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
 
 
 def datasets_dir() -> Path:
@@ -76,14 +83,10 @@ async def main(
     load_before = load_average()
     run_id = secrets.token_hex(5)
     name = f"crm_bench_{run_id}"
-    server_url = database.server_url()
-    admin_url = database.database_url(
-        urlsplit(server_url).path.lstrip("/") or "postgres"
-    )
-    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    admin_url = admin_database_url()
     server_env = {
         "DATABASE_URL": database.database_url(name),
-        "REDIS_URL": redis_url,
+        "REDIS_URL": redis_url(),
         "REDIS_PREFIX": f"crm-bench-{run_id}:",
         "SECRET_KEY": secrets.token_urlsafe(32),
         "CRM_DATA_DIR": str(log_dir / "data"),
@@ -98,7 +101,7 @@ async def main(
             await database.create_database(name, admin_url)
             stack.push_async_callback(database.drop_database, name, admin_url)
             stack.push_async_callback(
-                delete_keys, redis_url, server_env["REDIS_PREFIX"]
+                delete_keys, server_env["REDIS_URL"], server_env["REDIS_PREFIX"]
             )
             await database.migrate()
             context = await prepare(
@@ -114,15 +117,15 @@ async def main(
                 ),
                 "command": "python -m bench" + (" --quick" if settings.quick else ""),
                 "machine": await describe_machine(
-                    server_env["DATABASE_URL"], redis_url
+                    server_env["DATABASE_URL"], server_env["REDIS_URL"]
                 ),
                 "load_average_1m": {"before": load_before, "after": load_average()},
                 "git": git_commit(ROOT),
                 "settings": settings.to_json(),
                 **figures,
                 "server_logs": {
-                    name: servers.log_errors(server)
-                    for name, server in context.servers.items()
+                    server_name: servers.log_errors(server)
+                    for server_name, server in context.servers.items()
                 },
             }
             result["problems"] = report.problems(result)
@@ -224,7 +227,7 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
     heavy, ceiling = await live.heavy_fanout(context)
     # Their pools hold PostgreSQL connections that the counted server needs.
     for number in range(1, settings.heavy_servers + 1):
-        servers.stop(context.servers[f"web-{number}"])
+        await servers.stop(context.servers[f"web-{number}"])
 
     steps.step("baseline: minimal fan-out in the heavy shape")
     heavy_minimal = await live.minimal_fanout(
@@ -255,9 +258,39 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
     )
 
 
+async def check_services(admin_url: str, redis_url: str) -> None:
+    """Exit with a message naming the server if PostgreSQL or Redis is unreachable."""
+    try:
+        connection = await asyncpg.connect(admin_url, timeout=10)
+        await connection.close()
+    except (OSError, asyncpg.PostgresError) as error:
+        where = urlsplit(admin_url)
+        raise SystemExit(
+            f"Connecting to PostgreSQL at {where.hostname}:{where.port or 5432} "
+            f"failed ({error}). Start it or set DATABASE_URL."
+        ) from None
+
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.ping()
+    except (OSError, RedisError) as error:
+        raise SystemExit(
+            f"Connecting to Redis failed ({error}). Start it or set REDIS_URL."
+        ) from None
+    finally:
+        await redis.aclose()
+
+
+def admin_database_url() -> str:
+    """Return the URL of the database that CREATE DATABASE is sent to."""
+    server_url = database.server_url()
+    return database.database_url(urlsplit(server_url).path.lstrip("/") or "postgres")
+
+
 def run(settings: Settings) -> Path:
     """Run ``main`` so that SIGTERM cleans up as Ctrl-C does."""
     maven_folder, tickets_file = find_datasets()
+    asyncio.run(check_services(admin_database_url(), redis_url()))
     log_dir = Path(tempfile.mkdtemp(prefix="crm-bench-"))
 
     async def guarded() -> tuple[Path, list[str]]:
@@ -268,6 +301,12 @@ def run(settings: Settings) -> Path:
 
     try:
         path, found = asyncio.run(guarded())
+    except KeyboardInterrupt:
+        say(f"the run was interrupted; server logs are kept in {log_dir}")
+        raise SystemExit(130) from None
+    except asyncio.CancelledError:
+        say(f"the run was stopped by SIGTERM; server logs are kept in {log_dir}")
+        raise SystemExit(143) from None
     except BaseException:
         say(f"the run failed; server logs are kept in {log_dir}")
         raise

@@ -109,7 +109,16 @@ async def wait_until_healthy(server: Server, seconds: float = START_TIMEOUT) -> 
     )
 
 
-def stop(server: Server) -> None:
+async def stop(server: Server) -> None:
+    """Stop ``server`` in a thread, so the event loop keeps serving meanwhile.
+
+    The counting proxy runs on that loop, and a server whose database traffic
+    it carries cannot finish shutting down while the loop is blocked.
+    """
+    await asyncio.to_thread(stop_now, server)
+
+
+def stop_now(server: Server) -> None:
     process = server.process
     if process.poll() is not None:
         return
