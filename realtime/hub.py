@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ Snapshot = Callable[[str, str], Awaitable[str]]
 
 SEND_QUEUE_SIZE = 256
 SEND_TIMEOUT = 10.0
+PARK_SECONDS = 0.5
 # Close code 1013 ("try again later") makes the htmx ws extension reconnect.
 CLOSE_TRY_AGAIN = 1013
 CLOSE_SERVICE_RESTART = 1012
@@ -69,20 +71,61 @@ class Client:
     )
     sent: dict[str, int] = field(default_factory=dict)
     held: list[tuple[str, int, str]] | None = None
+    # Events that arrived ahead of a missing one, per stream, and since when.
+    parked: dict[str, dict[int, str]] = field(default_factory=dict)
+    parked_since: dict[str, float] = field(default_factory=dict)
     closing: bool = False
     close_code: int = 1000
 
     def offer_event(
         self, stream: str, seq: int, html: str, replayed: bool = False
     ) -> None:
-        """Queue an event's frame unless this socket already has that event."""
+        """Queue an event's frame in sequence order, once.
+
+        Transactions commit in sequence order but publish after commit, so
+        two changes made at the same moment can reach the bus swapped. An
+        event that arrives ahead of a missing one waits up to
+        ``PARK_SECONDS`` for it (see ``flush_parked``) rather than making
+        the page ask for a replay.
+        """
         if self.held is not None and not replayed:
             self.held.append((stream, seq, html))
             return
-        if seq <= self.sent.get(stream, 0):
+        last = self.sent.get(stream)
+        if last is not None and seq <= last:
             return
+        if last is not None and seq > last + 1 and not replayed:
+            self.parked.setdefault(stream, {})[seq] = html
+            self.parked_since.setdefault(stream, time.monotonic())
+            return
+        self.send_event(stream, seq, html)
+        self.flush_parked(stream)
+
+    def send_event(self, stream: str, seq: int, html: str) -> None:
         self.sent[stream] = seq
         self.offer(frame("seq", stream, seq, html))
+
+    def flush_parked(self, stream: str, give_up: bool = False) -> None:
+        """Send parked events that are next in line; with ``give_up``, send
+        them all and let the page ask for whatever is still missing."""
+        parked = self.parked.get(stream)
+        while parked:
+            following = self.sent.get(stream, 0) + 1
+            if following in parked:
+                self.send_event(stream, following, parked.pop(following))
+            elif give_up:
+                first = min(parked)
+                self.send_event(stream, first, parked.pop(first))
+            else:
+                break
+        if not parked:
+            self.parked.pop(stream, None)
+            self.parked_since.pop(stream, None)
+
+    def flush_stale(self, now: float) -> None:
+        for stream, since in list(self.parked_since.items()):
+            if now - since >= PARK_SECONDS:
+                self.flush_parked(stream, give_up=True)
 
     def hold(self) -> None:
         if self.held is None:
@@ -191,6 +234,15 @@ class Hub:
             if not variants:
                 del self.rooms[topic]
         client.subscriptions.clear()
+
+    async def flush_parked_forever(self, interval: float = 0.1) -> None:
+        """Send events that waited too long for a missing one to arrive."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for client in list(self.clients):
+                if client.parked_since:
+                    client.flush_stale(now)
 
     def disconnect_user(self, user_id: int, code: int = 1000) -> None:
         for client in [c for c in self.clients if c.user_id == user_id]:

@@ -148,10 +148,19 @@ async def publish(events: list[Event]) -> bool:
         )
         return False
 
-    await EventRow.raw(
-        "UPDATE event SET published_at = now() WHERE id = ANY({})",
-        [event.id for event in events],
-    )
+    try:
+        await EventRow.raw(
+            "UPDATE event SET published_at = now() WHERE id = ANY({})",
+            [event.id for event in events],
+        )
+    except Exception as error:
+        # Published but not marked: the relay publishes these again, and
+        # pages drop the repeats by sequence number.
+        logger.warning(
+            "marking events published failed event_ids=%s error=%s",
+            [event.id for event in events],
+            error,
+        )
     return True
 
 

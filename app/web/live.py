@@ -304,12 +304,13 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     consumer = asyncio.create_task(consume(bus, hub.dispatch, ready))
     relay = asyncio.create_task(relay_forever(hub))
     heartbeat = asyncio.create_task(app.state.presence.heartbeat_forever())
+    parked = asyncio.create_task(hub.flush_parked_forever())
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:
         yield
     finally:
         hub.close_all()
-        for task in (consumer, relay, heartbeat):
+        for task in (consumer, relay, heartbeat, parked):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

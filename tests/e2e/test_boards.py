@@ -117,7 +117,8 @@ async def test_column_loads_more_as_it_scrolls(browser, server) -> None:
             column, "element => element.scrollTo(0, element.scrollHeight)"
         )
         await page.wait_for_function(
-            "([selector, count]) => document.querySelectorAll(selector).length === count",
+            "([selector, count]) =>"
+            " document.querySelectorAll(selector).length === count",
             arg=[f"{column} .card", expected],
         )
 

@@ -1,10 +1,11 @@
 """The hub renders once per variant and never lets a slow socket block others."""
 
 import asyncio
+import time
 
 import pytest
 
-from realtime.hub import CLOSE_TRY_AGAIN, SEND_QUEUE_SIZE, Client, Hub
+from realtime.hub import CLOSE_TRY_AGAIN, PARK_SECONDS, SEND_QUEUE_SIZE, Client, Hub
 from realtime.messages import Event
 
 
@@ -142,3 +143,36 @@ async def test_held_events_follow_replay_in_order() -> None:
         "#seq tickets 4\nreplayed 4",
         "#seq tickets 5\nlive 5",
     ]
+
+
+def queued(client: Client) -> list[str]:
+    return [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+
+
+async def test_swapped_events_are_sent_in_order() -> None:
+    client = Client(RecordingSocket(), user_id=1, sent={"tickets": 4})
+
+    client.offer_event("tickets", 6, "six")
+    client.offer_event("tickets", 5, "five")
+
+    assert queued(client) == ["#seq tickets 5\nfive", "#seq tickets 6\nsix"]
+    assert client.parked == {}
+
+
+async def test_event_waiting_too_long_is_sent_anyway() -> None:
+    client = Client(RecordingSocket(), user_id=1, sent={"tickets": 4})
+    client.offer_event("tickets", 6, "six")
+    assert queued(client) == []
+
+    client.flush_stale(time.monotonic() + PARK_SECONDS)
+
+    assert queued(client) == ["#seq tickets 6\nsix"]
+    assert client.sent["tickets"] == 6
+
+
+async def test_first_event_of_unresumed_socket_is_sent() -> None:
+    client = Client(RecordingSocket(), user_id=1)
+
+    client.offer_event("tickets", 41, "x")
+
+    assert queued(client) == ["#seq tickets 41\nx"]
