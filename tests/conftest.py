@@ -74,6 +74,18 @@ async def test_database() -> AsyncIterator[str]:
         )
         await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DATABASE}" WITH (FORCE)')
         await admin.close()
+        await delete_redis_keys(os.environ["REDIS_PREFIX"])
+
+
+async def delete_redis_keys(prefix: str) -> None:
+    """Remove what this run left in the shared Redis: sessions, queues, presence."""
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+    await redis.aclose()
 
 
 @pytest.fixture(scope="session")
