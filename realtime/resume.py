@@ -9,10 +9,13 @@ replay limit or the retention window, gets a fresh render instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from realtime.hub import Client, Hub
+from realtime.hub import Client, Hub, Renderer, Snapshot
 from realtime.messages import Event
 
 logger = logging.getLogger(__name__)
@@ -55,10 +58,8 @@ async def replay(
     if renderer is None:
         return
     for event in events:
-        fragments = await renderer(event, topic, {variant}, {})
-        client.offer_event(
-            topic, event.seqs[topic], fragments.get(variant, ""), replayed=True
-        )
+        html = await rendered_for_replay(renderer, event, topic, variant)
+        client.offer_event(topic, event.seqs[topic], html, replayed=True)
     if events:
         logger.info(
             "replayed events user_id=%s topic=%s count=%d",
@@ -66,6 +67,49 @@ async def replay(
             topic,
             len(events),
         )
+
+
+# Fragments rendered for replays, shared by every socket that replays the
+# same event with the same filter: after a restart, thousands of pages ask
+# for the same few events within seconds.
+REPLAY_CACHE_SECONDS = 2.0
+REPLAY_CACHE_SIZE = 4096
+_replayed: OrderedDict[tuple[int, str, str], tuple[float, str]] = OrderedDict()
+_rendering: dict[tuple[int, str, str], asyncio.Future[str]] = {}
+
+
+async def rendered_for_replay(
+    renderer: Renderer, event: Event, topic: str, variant: str
+) -> str:
+    """Render an event for one filter once, however many sockets replay it."""
+    key = (event.id, topic, variant)
+    now = time.monotonic()
+    cached = _replayed.get(key)
+    if cached is not None and now - cached[0] < REPLAY_CACHE_SECONDS:
+        return cached[1]
+    pending = _rendering.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+
+    future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    _rendering[key] = future
+    try:
+        fragments = await renderer(event, topic, {variant}, {})
+    except Exception as error:
+        future.set_exception(error)
+        # Marks the error as seen; waiters, if any, still receive it.
+        future.exception()
+        raise
+    finally:
+        _rendering.pop(key, None)
+    html = fragments.get(variant, "")
+    future.set_result(html)
+
+    _replayed[key] = (now, html)
+    _replayed.move_to_end(key)
+    while len(_replayed) > REPLAY_CACHE_SIZE:
+        _replayed.popitem(last=False)
+    return html
 
 
 async def send_snapshot(
@@ -79,11 +123,30 @@ async def send_snapshot(
     if snapshot is None:
         logger.error("no snapshot for topic=%s user_id=%s", topic, client.user_id)
         return
+    key = (topic, variant)
+    pending = _snapshots.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(
+            render_snapshot(snapshot, topic, variant, stream_positions)
+        )
+        _snapshots[key] = pending
+        pending.add_done_callback(lambda _: _snapshots.pop(key, None))
+    # Sockets that ask at the same moment share one render.
+    position, html = await asyncio.shield(pending)
+    client.offer_snapshot(topic, position, html)
+    logger.info("sent fresh render user_id=%s topic=%s", client.user_id, topic)
+
+
+_snapshots: dict[tuple[str, str], asyncio.Future[tuple[int, str]]] = {}
+
+
+async def render_snapshot(
+    snapshot: Snapshot, topic: str, variant: str, stream_positions: PositionSource
+) -> tuple[int, str]:
     # Read the position before rendering, as pages do: an event that commits
     # in between is in the render and also sent live, never in neither.
     position = (await stream_positions([topic]))[topic]
-    client.offer_snapshot(topic, position, await snapshot(topic, variant))
-    logger.info("sent fresh render user_id=%s topic=%s", client.user_id, topic)
+    return position, await snapshot(topic, variant)
 
 
 async def repair_behind(
