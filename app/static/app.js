@@ -267,11 +267,13 @@
   };
 
   // While the browser is offline the page retries every second, so that it
-  // is back soon after the network; otherwise it backs off with full jitter
-  // up to about half a minute.
+  // is back soon after the network. Otherwise it waits a random time below
+  // a ceiling that doubles from half a second to four seconds, so pages
+  // spread their reconnects after a restart yet are all back within about
+  // four seconds of the server.
   htmx.config.wsReconnectDelay = function (retryCount) {
     if (!navigator.onLine) return 1000;
-    return Math.random() * 1000 * Math.pow(2, Math.min(retryCount, 5));
+    return Math.random() * Math.min(4000, 500 * Math.pow(2, retryCount));
   };
   window.addEventListener("offline", function () {
     showBanner(true);
