@@ -18,7 +18,7 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="run each measurement briefly (about a minute in all); rough figures",
+        help="run each measurement briefly (about 80 seconds in all); rough figures",
     )
     arguments = parser.parse_args()
     settings = Settings.quick_run() if arguments.quick else Settings()

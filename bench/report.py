@@ -103,6 +103,7 @@ def measurements(
     ceiling: dict[str, Any],
     heavy_minimal: dict[str, Any],
     queries: dict[str, Any],
+    storm: dict[str, Any],
 ) -> dict[str, Any]:
     health = Summary.of(pages["health"].samples_ms, "ms")
     result: dict[str, Any] = {
@@ -124,6 +125,7 @@ def measurements(
         "live_heavy_ceiling": cpu_entry(ceiling, None),
     }
     result["queries"] = queries
+    result["reconnect_storm"] = storm
     return {
         "dataset": dataset,
         "measurements": result,
@@ -181,8 +183,26 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"{'queries per event':<18} {event['statements_per_unit']} statements, "
         f"{event['round_trip_per_unit']} round trips"
     )
+    lines.append(storm_line(figures["reconnect_storm"]))
     lines.extend(f"problem: {problem}" for problem in result["problems"])
     return lines
+
+
+def storm_line(storm: dict[str, Any]) -> str:
+    caught_up = storm["all_caught_up_s"]
+    finished = (
+        f"all caught up after {caught_up:.1f} s"
+        if caught_up is not None
+        else f"{storm['clients_not_caught_up']} not caught up after "
+        f"{storm['limits']['deadline_s']:g} s"
+    )
+    p50 = storm["catch_up_ms"]["p50"] if storm["catch_up_ms"] else None
+    median = f"{p50 / 1e3:.1f} s" if p50 is not None else "not reached"
+    return (
+        f"{'reconnect storm':<18} {storm['clients']} pages, {finished}, "
+        f"p50 {median}  lost {storm['lost']}  duplicated {storm['duplicated']}"
+        f"{verdict(storm['target'])}"
+    )
 
 
 def problems(result: dict[str, Any]) -> list[str]:
@@ -201,7 +221,16 @@ def problems(result: dict[str, Any]) -> list[str]:
                 f"{name}: {run['changes_rejected']} changes rejected, "
                 f"statuses {run['response_statuses']}"
             )
+    storm = figures["reconnect_storm"]
+    for name in ("lost", "duplicated", "closed_for_good"):
+        if storm[name]:
+            found.append(f"reconnect_storm: {name} {storm[name]}")
+    stopping = storm["server_log_errors"]["while_stopping"]
     for name, log in result["server_logs"].items():
-        if log["errors"]:
-            found.append(f"server {name}: {log['errors']} ERROR lines in its log")
+        if not log["errors"]:
+            continue
+        problem = f"server {name}: {log['errors']} ERROR lines in its log"
+        if name == "storm-restarted" and stopping:
+            problem += f", {stopping} of them while it was stopped after the storm"
+        found.append(problem)
     return found

@@ -23,7 +23,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bench import database, live, report, servers
+from bench import database, live, report, servers, storm
 from bench.baselines import redis_round_trips
 from bench.changes import MovePlanner
 from bench.context import Context
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAVEN_FOLDER = "crm_sales_opportunities"
 TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
-STEPS = 12
+STEPS = 13
 
 
 def redis_url() -> str:
@@ -240,6 +240,12 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
     steps.step("queries per page, event and move, counted on the wire")
     queries = await count_queries(context)
 
+    steps.step(
+        f"reconnect storm: {settings.storm_sockets} pages on one web process, "
+        "killed and restarted"
+    )
+    reconnect = await storm.reconnect_storm(context)
+
     return report.measurements(
         dataset={
             "maven_pipeline_deals": len(context.maven.deals),
@@ -255,6 +261,7 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
         ceiling=ceiling,
         heavy_minimal=heavy_minimal,
         queries=queries,
+        storm=reconnect,
     )
 
 

@@ -47,9 +47,18 @@ class Server:
             return ""
 
 
-def start(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Server:
-    """Start ``command`` with ``--port <free port>`` appended; don't wait for it."""
-    port = free_port()
+def start(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+    port: int | None = None,
+) -> Server:
+    """Start ``command`` with ``--port <port>`` appended; don't wait for it.
+
+    Without ``port`` a free one is taken. The log is ``<log_dir>/<name>.log``.
+    """
+    port = port or free_port()
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -62,10 +71,12 @@ def start(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> 
     return Server(name=name, process=process, port=port, log_path=log_path)
 
 
-def start_app(name: str, env: dict[str, str], log_dir: Path) -> Server:
+def start_app(
+    name: str, env: dict[str, str], log_dir: Path, port: int | None = None
+) -> Server:
     """Start ``crm serve``, the web application as it is deployed."""
     command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1"]
-    return start(name, command, env, log_dir)
+    return start(name, command, env, log_dir, port)
 
 
 def start_minimal(name: str, env: dict[str, str], log_dir: Path) -> Server:
@@ -130,12 +141,20 @@ def stop_now(server: Server) -> None:
         process.wait()
 
 
-def log_errors(server: Server, keep: int = 3) -> dict[str, Any]:
-    """Count the ERROR lines and tracebacks in a server's log, with the first few."""
+def log_errors(
+    server: Server, keep: int = 3, start: int = 0, end: int | None = None
+) -> dict[str, Any]:
+    """Count the ERROR lines and tracebacks in a server's log, with the first few.
+
+    ``start`` and ``end`` limit the count to that byte range of the log.
+    """
     try:
-        lines = server.log_path.read_text(errors="replace").splitlines()
+        with open(server.log_path, "rb") as log:
+            log.seek(start)
+            data = log.read() if end is None else log.read(max(0, end - start))
     except OSError:
         return {"errors": 0, "first": []}
+    lines = data.decode(errors="replace").splitlines()
     errors = [line for line in lines if line.startswith("ERROR")]
     return {
         "errors": len(errors),

@@ -36,11 +36,23 @@ class Settings:
     query_sockets: int = 10
     query_events: int = 50
     query_moves: int = 20
+    # The reconnect storm: sockets on the Maven board and on each small
+    # pipeline, all on one web process that is killed and started again.
+    storm_board_sockets: int = 2000
+    storm_sockets_per_pipeline: int = 160
+    storm_client_processes: int = 4
+    # Moves per stream before the kill, so every socket has a recent
+    # position, and while the server is down.
+    storm_warmup_changes_per_stream: int = 1
+    storm_changes_per_stream: int = 2
+    storm_change_rate: float = 50.0
+    # How long after the restart the clients may take to catch up.
+    storm_deadline_seconds: float = 75.0
     quick: bool = False
 
     @classmethod
     def quick_run(cls) -> Settings:
-        """Settings for a smoke run of about a minute; its figures are rough."""
+        """Settings for a smoke run of about 80 seconds; its figures are rough."""
         return replace(
             cls(),
             page_rounds=50,
@@ -50,6 +62,11 @@ class Settings:
             ceiling_seconds=2.0,
             query_events=10,
             query_moves=5,
+            storm_board_sockets=200,
+            storm_sockets_per_pipeline=16,
+            storm_client_processes=2,
+            storm_changes_per_stream=1,
+            storm_deadline_seconds=60.0,
             quick=True,
         )
 
@@ -69,11 +86,20 @@ class Settings:
     def small_pipeline_deals(self) -> int:
         """Deals each small pipeline needs so that no deal is moved twice."""
         moves = self.heavy_changes + self.ceiling_changes + self.heavy_pipelines
-        return math.ceil(moves / self.heavy_pipelines) + 2
+        storm = self.storm_warmup_changes_per_stream + self.storm_changes_per_stream
+        return math.ceil(moves / self.heavy_pipelines) + storm + 2
 
     @property
     def heavy_sockets(self) -> int:
         return self.heavy_pipelines * self.heavy_sockets_per_pipeline
+
+    @property
+    def storm_sockets(self) -> int:
+        """Sockets the storm requests; the server's open-file limit may cap it."""
+        return (
+            self.storm_board_sockets
+            + self.heavy_pipelines * self.storm_sockets_per_pipeline
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
