@@ -1,14 +1,14 @@
 """The reconnect storm: one web process with many pages is killed and restarted.
 
 Every page's socket is on one ``crm serve`` process, ``storm``. The run moves
-a deal on each stream so that every page has a recent position, kills the
-process with SIGKILL, POSTs moves to "writer" while it is down, starts it
-again on the same port and measures how long the pages take to reconnect
-and catch up. A page has caught up when a connection it opened after the
-kill has brought every one of its streams, without a gap, to the
-``last_seq`` that the database holds after the moves (or a ``#snap`` frame
-at or above it). Pages reconnect after the page's own jittered delay, so
-the time includes that wait (see ``bench.storm_clients``).
+a deal on each stream so that every page has a recent position, then kills
+the process with SIGKILL and POSTs moves to "writer" while it is down. It
+starts the process again on the same port and measures how long the pages
+take to reconnect and catch up. A page has caught up when a connection it
+opened after the kill has brought every one of its streams, without a gap,
+to the ``last_seq`` that the database holds after the moves (or a
+``#snap`` frame at or above it). Pages reconnect after the page's own
+jittered delay, so the time includes that wait (see ``bench.storm_clients``).
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ async def wait_for_catch_up(
 async def hold_recent_positions(
     context: Context, fleet: PageFleet, server: Server, topics: list[str]
 ) -> tuple[dict[str, int], dict[str, Any]]:
-    """Move a deal on every stream and wait until each page holds the move."""
+    """Move a deal on every stream and wait until each page has applied it."""
     settings = context.settings
     warmup = await send_moves(
         context, moves_per_stream(context, settings.storm_warmup_changes_per_stream)
@@ -444,7 +444,7 @@ async def restart_and_wait(
     await fleet.stop()
     await servers.stop(restarted)
     # Stopping a server that is still catching pages up cancels their
-    # handlers, so errors logged then are told apart from the storm's.
+    # handlers, so errors logged then are counted apart from the storm's.
     server["server_log_errors"] = {
         "during_storm": servers.log_errors(restarted, end=log_size)["errors"],
         "while_stopping": servers.log_errors(restarted, start=log_size)["errors"],

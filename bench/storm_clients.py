@@ -47,8 +47,8 @@ def reconnect_delay(retries: int) -> float:
     """Return the page's wait before reconnecting, in seconds.
 
     app.js sets ``Math.random() * Math.min(4000, 500 * 2 ** retryCount)`` ms,
-    and htmx-ext-ws 2.0.4 passes the failed attempts since the last open, so
-    the first reconnect after a close waits up to 0.5 s, the next up to 1 s,
+    and htmx-ext-ws 2.0.4 passes the failed attempts since the last open.
+    The first reconnect after a close waits up to 0.5 s, the next up to 1 s,
     then 2 s, and from the fourth on up to 4 s.
     """
     # The exponent is capped only to keep the float in range.
