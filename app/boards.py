@@ -118,7 +118,9 @@ def place_card(
     visible = record is not None and board_filter.matches(
         record[person_field], record["team"]
     )
-    relocated = moved or reassigned
+    # On an unfiltered board a new owner changes nothing about the card's
+    # place; on a filtered one the card may be new to the board.
+    relocated = moved or (reassigned and board_filter != BoardFilter())
     return Placement(
         visible=visible,
         remove=relocated or not visible,
