@@ -1,4 +1,4 @@
-"""What the pipeline and ticket boards share: filters and column paging."""
+"""Filters and column paging shared by the pipeline and ticket boards."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ PAGE_SIZE = 25
 
 @dataclass(frozen=True)
 class BoardFilter:
-    """Who a board shows: one person's records, one team's, or everyone's.
+    """The records a board shows: one person's, one team's, or everyone's.
 
     ``person_id`` is the owner of a deal or the assignee of a ticket.
     """
@@ -94,7 +94,7 @@ class Cursor:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a changed card goes on one filtered board."""
+    """The place of a changed card on one filtered board."""
 
     visible: bool
     remove: bool

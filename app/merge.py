@@ -5,7 +5,7 @@ base) and the value they want. Under a row lock the service compares the
 base with what is stored now:
 
 - wanted equals base: the editor left the field alone, nothing to do;
-- stored equals base: nobody else changed the field, the edit applies;
+- stored equals base: no one else changed the field, the edit applies;
 - stored equals the wanted value: someone made the same change, nothing to do;
 - otherwise someone else changed it meanwhile: a conflict, not applied.
 
@@ -77,7 +77,7 @@ async def merge_edit(
     for name, edit in edits.items():
         stored = before[name]
         if edit.new == edit.base or stored == edit.new:
-            # The editor left the field alone, or it already holds their value.
+            # The editor left the field alone, or it already contains their value.
             continue
         if stored == edit.base:
             updates[name] = edit.new
@@ -106,7 +106,7 @@ async def merge_edit(
 async def last_editor(
     table: type[Table], record_id: int, field_name: str
 ) -> str | None:
-    """Return the name of whoever last changed ``field_name`` of the record."""
+    """Return the name of the user who last changed ``field_name`` of the record."""
     rows = await Event.raw(
         "SELECT u.name FROM event e JOIN app_user u ON u.id = e.actor_id "
         "WHERE e.record_type = {} AND e.record_id = {} AND e.changes ? {} "

@@ -2,7 +2,7 @@
 
 A subscription is a topic ("pipeline:3") and a variant: the part of the
 socket's view that changes what it must be sent, such as a board filter.
-For each event the hub asks the topic's renderer once for every variant
+For each event the hub calls the topic's renderer once for every variant
 that has sockets here, and queues the same text to all of them. Rendering
 cost grows with the number of variants, not with the number of sockets.
 """
@@ -172,8 +172,8 @@ class Client:
         """Send queued messages until stopped, then close the socket.
 
         A send that does not complete within ``SEND_TIMEOUT`` seconds means
-        the client stopped reading while the network buffers filled up; it
-        is cut off and resumes from its last sequence numbers when it
+        the client stopped reading while the network buffers filled up. The
+        client is cut off and resumes from its last sequence numbers when it
         reconnects.
         """
         while True:

@@ -1,4 +1,4 @@
-"""How the web and the worker reach the arq queue."""
+"""Connection settings the web and the worker share for the arq queue."""
 
 from __future__ import annotations
 

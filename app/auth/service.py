@@ -21,7 +21,7 @@ MIN_PASSWORD_LENGTH = 8
 
 
 class CurrentUser(msgspec.Struct, frozen=True):
-    """The signed-in user, as every request and socket sees it."""
+    """The signed-in user, as every request and socket receives it."""
 
     id: int
     email: str

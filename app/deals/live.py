@@ -13,7 +13,7 @@ from app.web.templating import render
 from realtime.messages import Event
 
 # Stages change only through admin work and imports, both of which send a
-# "board.reload" event, so each process keeps them until it sees one.
+# "board.reload" event, so each process keeps them until it receives one.
 _stages: dict[int, list[dict[str, Any]]] = {}
 
 

@@ -187,7 +187,7 @@ class DealController(Controller):
 
 
 async def refused_move(deal_id: int, error: EditConflict | FieldError) -> Template:
-    """Put the card back where the server has it and say why the move failed."""
+    """Put the card back where the server has it and explain why the move failed."""
     deal = await queries.get_deal(deal_id)
     if isinstance(error, EditConflict):
         conflict: Conflict = error.conflicts[0]

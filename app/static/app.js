@@ -12,7 +12,7 @@
     event.detail.headers["x-csrftoken"] = csrfToken();
   });
 
-  // Boards: a card dropped in another column asks the server to move it.
+  // Boards: a card dropped in another column sends a move request.
   // The server answers 204 and pushes the move to every page, this one
   // included; a refused move comes back as fragments that restore the card.
   function initBoard(board) {
@@ -56,8 +56,8 @@
     setTimeout(function () { item.remove(); }, 6000);
   }
 
-  // A request that never reached the server saved nothing: say so, and put
-  // a dragged card back where it was.
+  // A request that never reached the server saved nothing, so show a toast
+  // and put a dragged card back where it was.
   document.addEventListener("htmx:sendError", function (event) {
     const card = event.target.closest ? event.target.closest(".card") : null;
     if (card && card.origin) {

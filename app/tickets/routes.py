@@ -149,7 +149,7 @@ class TicketController(Controller):
 
 
 async def refused_change(ticket_id: int, error: EditConflict | FieldError) -> Template:
-    """Put the card back as the server has it and say why the change failed."""
+    """Put the card back as the server has it and explain why the change failed."""
     ticket = await queries.get_ticket(ticket_id)
     if isinstance(error, EditConflict):
         conflict: Conflict = error.conflicts[0]

@@ -105,7 +105,7 @@ def edit_form_state(
 
 @dataclass(frozen=True)
 class EditForm:
-    """How one kind of record's edit form is saved and shown again.
+    """The saving and re-rendering of one kind of record's edit form.
 
     ``update`` is the area's service (it merges and records the event),
     ``load`` reads the record as the form shows it, and ``context`` builds
@@ -124,7 +124,7 @@ class EditForm:
     async def save(
         self, record_id: int, data: dict[str, Any], actor_id: int | None
     ) -> Template:
-        """Apply a posted form; answer with the form, its conflicts or its error."""
+        """Apply a posted form and return the form with its conflicts or its error."""
         try:
             edits = form_edits(data, self.editable, self.parse)
             result = await self.update(record_id, edits, actor_id)

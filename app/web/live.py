@@ -1,7 +1,7 @@
 """The one websocket each page opens, and the process's share of the bus.
 
 A page connects to ``/live?topic=...`` and, with ``resume=1``, sends as its
-first message the last sequence number it holds of each stream::
+first message the last sequence number it has applied of each stream::
 
     {"type": "resume", "streams": {"pipeline:3": 41}}
 
@@ -78,7 +78,7 @@ class Replay(msgspec.Struct, tag="replay"):
 
 
 class PresenceUpdate(msgspec.Struct, tag="presence"):
-    """What the page's user is doing: the field they edit, whether they type."""
+    """The page user's activity: the field they edit and whether they type."""
 
     editing: str | None = None
     typing: bool = False
@@ -104,7 +104,7 @@ async def live_socket(
     if not same_origin(socket):
         # Another site's page must not open a socket with our user's cookie.
         logger.warning(
-            "socket from another origin refused user_id=%s origin=%s",
+            "socket from another origin rejected user_id=%s origin=%s",
             user.id,
             socket.headers.get("origin"),
         )
@@ -121,13 +121,13 @@ async def live_socket(
         variants = [(name, await resolve_topic(name, user, board)) for name in topic]
     except (FieldError, NotFound) as error:
         logger.info(
-            "subscription refused user_id=%s topics=%s: %s", user.id, topic, error
+            "subscription rejected user_id=%s topics=%s: %s", user.id, topic, error
         )
         await socket.close(code=CLOSE_POLICY_VIOLATION, reason=str(error)[:120])
         return
 
     if resume:
-        # Live events wait until the page has said where it is.
+        # Live events wait until the page has sent its positions.
         client.hold()
     for name, variant in variants:
         hub.join(client, name, variant)
@@ -159,7 +159,7 @@ async def serve_client(
     socket: WebSocket[Any, Any, Any],
     awaiting_resume: bool,
 ) -> None:
-    """Answer the page's resume and replay requests until it goes away."""
+    """Serve the page's resume and replay requests until it disconnects."""
     while not client.closing:
         try:
             timeout = RESUME_TIMEOUT if awaiting_resume else None

@@ -1,4 +1,4 @@
-"""What every live page passes its template about the streams it shows."""
+"""The stream context every live page passes to its template."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which streams a page may subscribe to, and the variant each one gets.
+"""Resolvers of the streams a page may subscribe to, and of each one's variant.
 
 A topic is "<family>" or "<family>:<id>". Each family has a resolver that
 checks the record exists and returns the subscription's variant: the part

@@ -1,4 +1,4 @@
-"""Two people on one board: what one does, the other sees within a second."""
+"""Two people on one board: each change reaches the other within a second."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ async def test_reconnect_replays_exactly_what_was_missed(server) -> None:
     await socket.close()
 
     # Changes made while the page is away. This process has no bus, so
-    # the events reach nobody live; the log keeps them.
+    # the events reach no socket live, but the log keeps them.
     await make_moves(pipeline, deal_id, MISSED, user.id)
 
     socket = await resume(session, topic, 1)
