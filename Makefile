@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench setup clean
+.PHONY: run test test-fast lint bench bench-models setup clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,12 @@ lint: $(STAMP)
 ## Benchmarks; results go to bench/results/*.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## Lead scoring against a naive-Bayes baseline, and the forecast back-test,
+## on the public datasets; results go to bench/results/.
+bench-models: $(STAMP)
+	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.forecast
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -107,20 +107,24 @@ def place_card(
     person_field: str,
     moved: bool,
     reassigned: bool,
+    restricted: bool = False,
 ) -> Placement:
     """Decide how a board with ``board_filter`` shows a changed card.
 
     A card that changed column or person is taken out and put at the top of
     its column, which is where the board's order (newest arrival first) puts
     it. Any other change replaces the card where it is, and a card that no
-    longer matches the filter leaves the board.
+    longer matches the filter leaves the board. ``record`` is None when the
+    viewer may not read the record. ``restricted`` is True when their read
+    scope is narrower than "all", which a reassignment may enter or leave
+    just like a filter.
     """
     visible = record is not None and board_filter.matches(
         record[person_field], record["team"]
     )
     # On an unfiltered board a new owner changes nothing about the card's
     # place; on a filtered one the card may be new to the board.
-    relocated = moved or (reassigned and board_filter != BoardFilter())
+    relocated = moved or (reassigned and (restricted or board_filter != BoardFilter()))
     return Placement(
         visible=visible,
         remove=relocated or not visible,

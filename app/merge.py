@@ -22,9 +22,13 @@ from typing import Any, cast
 from piccolo.columns import Column
 from piccolo.table import Table
 
-from app.errors import NotFound
+from app.encryption.columns import decrypt_row, encrypt_values, encrypted_columns
+from app.errors import NotFound, VersionMismatch
 from app.events.service import ChangeSet
 from app.events.tables import Event
+
+# Stands in the event log for the old and new value of an encrypted column.
+REDACTED = "[encrypted]"
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,18 @@ async def merge_edit(
     edits: dict[str, Edit],
     changes: ChangeSet,
     also_set: dict[str, dict[str, Any]] | None = None,
+    expected_version: int | None = None,
 ) -> MergeResult:
     """Apply the non-conflicting ``edits`` to one row and report the conflicts.
 
     Must run inside ``change_set()``. ``also_set`` maps a field to further
     values written when that field's edit applies (``{"stage":
     {"stage_entered_at": now}}``). The caller records the event, from
-    ``applied``, which maps each changed field to [before, after].
+    ``applied``, which maps each changed field to [before, after]. Encrypted
+    columns are compared as plaintext, written as ciphertext, and appear in
+    ``applied`` as ``[REDACTED, REDACTED]`` so that events never hold them.
+    With ``expected_version``, raises VersionMismatch under the row lock when
+    the row is at another version, so the caller's transaction writes nothing.
     """
     before = (
         await table.select()
@@ -71,6 +80,12 @@ async def merge_edit(
     )
     if before is None:
         raise NotFound(table._meta.tablename, record_id)
+    if expected_version is not None and before["version"] != expected_version:
+        raise VersionMismatch(
+            table._meta.tablename, record_id, expected_version, before["version"]
+        )
+    decrypt_row(table, before)
+    sensitive = set(encrypted_columns(table))
 
     result = MergeResult(before=before, after=dict(before))
     updates: dict[str, Any] = {}
@@ -82,7 +97,10 @@ async def merge_edit(
         if stored == edit.base:
             updates[name] = edit.new
             updates.update((also_set or {}).get(name, {}))
-            result.applied[name] = [stored, edit.new]
+            if name in sensitive:
+                result.applied[name] = [REDACTED, REDACTED]
+            else:
+                result.applied[name] = [stored, edit.new]
         else:
             result.conflicts.append(
                 Conflict(
@@ -96,7 +114,8 @@ async def merge_edit(
     if updates:
         updates["version"] = before["version"] + 1
         updates["updated_at"] = dt.datetime.now(dt.UTC)
-        await table.update(cast("dict[Column | str, Any]", updates)).where(
+        stored_values = encrypt_values(table, updates)
+        await table.update(cast("dict[Column | str, Any]", stored_values)).where(
             table._meta.primary_key == record_id
         )
         result.after.update(updates)

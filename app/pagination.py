@@ -152,9 +152,15 @@ def parse_sibling_pages(
 def parse_search(raw: str | None) -> str:
     """Trim search text and collapse each run of whitespace into one space.
 
-    Raises FieldError for text longer than ``MAX_SEARCH_LENGTH``.
+    Raises FieldError for text longer than ``MAX_SEARCH_LENGTH`` or with a
+    NUL character.
     """
     search = " ".join((raw or "").split())
+    if "\x00" in search:
+        # PostgreSQL text cannot hold NUL, so the query would fail.
+        raise FieldError(
+            "search", search.replace("\x00", "\\0")[:40], "must not contain NUL"
+        )
     if len(search) > MAX_SEARCH_LENGTH:
         raise FieldError(
             "search",

@@ -19,6 +19,9 @@ from litestar.exceptions import WebSocketDisconnect
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+RESUME = '{"type": "resume"'
+READY = "#ready\n"
+
 
 def create_app() -> Litestar:
     redis_url = os.environ["REDIS_URL"]
@@ -31,7 +34,11 @@ def create_app() -> Litestar:
         rooms[topic].add(socket)
         try:
             while True:
-                await socket.receive_text()
+                # A page's resume message gets #ready as if nothing was
+                # missed, so the reconnect storm's pages can run against
+                # this app too.
+                if (await socket.receive_text()).startswith(RESUME):
+                    await socket.send_text(READY)
         except WebSocketDisconnect:
             pass
         finally:

@@ -104,6 +104,7 @@ def measurements(
     heavy_minimal: dict[str, Any],
     queries: dict[str, Any],
     storm: dict[str, Any],
+    storm_minimal: dict[str, Any],
 ) -> dict[str, Any]:
     health = Summary.of(pages["health"].samples_ms, "ms")
     result: dict[str, Any] = {
@@ -125,6 +126,7 @@ def measurements(
         "live_heavy_ceiling": cpu_entry(ceiling, None),
     }
     result["queries"] = queries
+    storm["ratio_to_minimal"] = storm_ratio(storm, storm_minimal)
     result["reconnect_storm"] = storm
     return {
         "dataset": dataset,
@@ -135,7 +137,28 @@ def measurements(
             "minimal_fanout_board": board_minimal,
             "minimal_fanout_board_uncompressed": board_minimal_plain,
             "minimal_fanout_heavy": heavy_minimal,
+            "minimal_reconnect_storm": storm_minimal,
         },
+    }
+
+
+def storm_ratio(storm: dict[str, Any], minimal: dict[str, Any]) -> dict[str, Any]:
+    """Compare the storm with the minimal app's, run with the same pages."""
+
+    def ratio(ours: float | None, theirs: float | None) -> float | None:
+        if ours is None or not theirs:
+            return None
+        return round(ours / theirs, 2)
+
+    return {
+        "all_caught_up": ratio(storm["all_caught_up_s"], minimal["all_caught_up_s"]),
+        "server_cpu_per_client": ratio(
+            storm["server_cpu_ms_per_client"], minimal["server_cpu_ms_per_client"]
+        ),
+        "first_connect_server_cpu": ratio(
+            storm["first_connect"]["server_cpu_ms_per_connect"],
+            minimal["first_connect"]["server_cpu_ms_per_connect"],
+        ),
     }
 
 
@@ -184,11 +207,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"{event['round_trip_per_unit']} round trips"
     )
     lines.append(storm_line(figures["reconnect_storm"]))
+    lines.append(
+        storm_line(result["baselines"]["minimal_reconnect_storm"], "minimal storm")
+    )
     lines.extend(f"problem: {problem}" for problem in result["problems"])
     return lines
 
 
-def storm_line(storm: dict[str, Any]) -> str:
+def storm_line(storm: dict[str, Any], label: str = "reconnect storm") -> str:
     caught_up = storm["all_caught_up_s"]
     finished = (
         f"all caught up after {caught_up:.1f} s"
@@ -199,7 +225,7 @@ def storm_line(storm: dict[str, Any]) -> str:
     p50 = storm["catch_up_ms"]["p50"] if storm["catch_up_ms"] else None
     median = f"{p50 / 1e3:.1f} s" if p50 is not None else "not reached"
     return (
-        f"{'reconnect storm':<18} {storm['clients']} pages, {finished}, "
+        f"{label:<18} {storm['clients']} pages, {finished}, "
         f"p50 {median}  lost {storm['lost']}  duplicated {storm['duplicated']}"
         f"{verdict(storm['target'])}"
     )

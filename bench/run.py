@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAVEN_FOLDER = "crm_sales_opportunities"
 TICKETS_FILE = Path("support_tickets") / "customer_support_tickets.csv"
-STEPS = 13
+STEPS = 14
 
 
 def redis_url() -> str:
@@ -145,10 +145,11 @@ async def prepare(
     tickets_file: Path | None,
 ) -> Context:
     """Import the data, create the user and pipelines, start the web servers."""
+    from app.db import start_pool
     from app.imports.maven import PIPELINE
     from app.piccolo_conf import DB
 
-    await DB.start_connection_pool(min_size=1, max_size=4)
+    await start_pool(DB, min_size=1, max_size=4)
     stack.push_async_callback(DB.close_connection_pool)
 
     steps.step(
@@ -241,6 +242,12 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
     queries = await count_queries(context)
 
     steps.step(
+        f"baseline: reconnect storm of {settings.storm_sockets} pages on the "
+        "minimal app"
+    )
+    reconnect_minimal = await storm.reconnect_storm(context, minimal=True)
+
+    steps.step(
         f"reconnect storm: {settings.storm_sockets} pages on one web process, "
         "killed and restarted"
     )
@@ -262,6 +269,7 @@ async def measure_all(context: Context, steps: Steps) -> dict[str, Any]:
         heavy_minimal=heavy_minimal,
         queries=queries,
         storm=reconnect,
+        storm_minimal=reconnect_minimal,
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from app.cli import LISTEN_BACKLOG
+
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -79,8 +81,18 @@ def start_app(
     return start(name, command, env, log_dir, port)
 
 
-def start_minimal(name: str, env: dict[str, str], log_dir: Path) -> Server:
-    """Start the minimal fan-out app under uvicorn's websockets-sansio."""
+def start_minimal(
+    name: str,
+    env: dict[str, str],
+    log_dir: Path,
+    port: int | None = None,
+    deflate: bool = True,
+) -> Server:
+    """Start the minimal fan-out app under uvicorn's websockets-sansio.
+
+    With ``deflate`` it accepts permessage-deflate as uvicorn does by
+    default; without, it declines it as ``crm serve`` does.
+    """
     command = [
         sys.executable,
         "-m",
@@ -93,8 +105,12 @@ def start_minimal(name: str, env: dict[str, str], log_dir: Path) -> Server:
         "warning",
         "--host",
         "127.0.0.1",
+        "--backlog",
+        str(LISTEN_BACKLOG),
+        "--ws-per-message-deflate",
+        str(deflate).lower(),
     ]
-    return start(name, command, env, log_dir)
+    return start(name, command, env, log_dir, port)
 
 
 async def wait_until_healthy(server: Server, seconds: float = START_TIMEOUT) -> None:

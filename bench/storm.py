@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.cli import LISTEN_BACKLOG
 from bench import processes, servers, storm_clients, storm_figures
 from bench.changes import Change, Move, post_moves
 from bench.context import Context
@@ -52,8 +53,6 @@ HEALTH_POLL_SECONDS = 0.01
 MAX_PAGES_PER_PROCESS = 2500
 # The lowest port that the storm server's port is drawn from.
 LOWEST_PORT = 10000
-# uvicorn's default listen backlog (``--backlog``), which ``crm serve`` keeps.
-UVICORN_BACKLOG = 2048
 
 
 def storm_port() -> int:
@@ -279,8 +278,19 @@ async def wait_for_health(server: Server, seconds: float = START_TIMEOUT) -> int
     )
 
 
-def start_server(context: Context, name: str, port: int) -> Server:
-    server = servers.start_app(name, context.server_env, context.log_dir, port)
+def start_server(
+    context: Context, name: str, port: int, minimal: bool = False
+) -> Server:
+    if minimal:
+        server = servers.start_minimal(
+            name,
+            {**context.server_env, "BENCH_CHANNEL_PREFIX": f"{context.redis_prefix}m:"},
+            context.log_dir,
+            port,
+            deflate=False,
+        )
+    else:
+        server = servers.start_app(name, context.server_env, context.log_dir, port)
     context.stack.push_async_callback(servers.stop, server)
     context.servers[name] = server
     return server
@@ -360,13 +370,16 @@ async def wait_for_catch_up(
 
 
 async def hold_recent_positions(
-    context: Context, fleet: PageFleet, server: Server, topics: list[str]
+    context: Context,
+    fleet: PageFleet,
+    server: Server,
+    topics: list[str],
+    minimal: bool = False,
 ) -> tuple[dict[str, int], dict[str, Any]]:
     """Move a deal on every stream and wait until each page has applied it."""
     settings = context.settings
-    warmup = await send_moves(
-        context, moves_per_stream(context, settings.storm_warmup_changes_per_stream)
-    )
+    rounds = 0 if minimal else settings.storm_warmup_changes_per_stream
+    warmup = await send_moves(context, moves_per_stream(context, rounds))
     positions = await stream_positions(topics)
     await fleet.ask(("targets", positions))
     held = await fleet.wait_for("at_targets", POSITIONS_TIMEOUT)
@@ -385,7 +398,11 @@ async def hold_recent_positions(
 
 
 async def kill_and_change(
-    context: Context, fleet: PageFleet, server: Server, topics: list[str]
+    context: Context,
+    fleet: PageFleet,
+    server: Server,
+    topics: list[str],
+    minimal: bool = False,
 ) -> tuple[int, dict[str, int], dict[str, Any]]:
     """SIGKILL ``server``, then move deals through "writer" while it is down.
 
@@ -397,23 +414,26 @@ async def kill_and_change(
     marks = await fleet.ask(("mark", killed_ns))
     await kill(server)
 
-    moves = moves_per_stream(context, context.settings.storm_changes_per_stream)
-    say(f"  {len(moves)} moves to writer while {server.name} is down")
-    await send_moves(context, moves)
+    rounds = 0 if minimal else context.settings.storm_changes_per_stream
+    moves = moves_per_stream(context, rounds)
+    if moves:
+        say(f"  {len(moves)} moves to writer while {server.name} is down")
+        await send_moves(context, moves)
     targets = await stream_positions(topics)
     await fleet.ask(("targets", targets))
     return killed_ns, targets, sum_counts([reply[1] for reply in marks])
 
 
 async def restart_and_wait(
-    context: Context, fleet: PageFleet, port: int
+    context: Context, fleet: PageFleet, port: int, minimal: bool = False
 ) -> dict[str, Any]:
     """Start the server again on ``port`` and wait for the pages to catch up.
 
     Returns the monotonic ns of the restart, of readiness and of the end of
     the wait, the pages' records, and what was measured of the server.
     """
-    restarted = start_server(context, "storm-restarted", port)
+    name = "storm-minimal-restarted" if minimal else "storm-restarted"
+    restarted = start_server(context, name, port, minimal)
     started_ns = time.monotonic_ns()
     ready_ns = await wait_for_health(restarted)
     clients = [f"client-{number}" for number in range(len(fleet.pids))]
@@ -458,12 +478,20 @@ async def restart_and_wait(
     }
 
 
-async def reconnect_storm(context: Context) -> dict[str, Any]:
-    """Kill the sockets' web process, change data meanwhile, restart, measure."""
+async def reconnect_storm(context: Context, minimal: bool = False) -> dict[str, Any]:
+    """Kill the sockets' web process, change data meanwhile, restart, measure.
+
+    With ``minimal`` the server is the minimal Litestar app of
+    ``bench.minimal_app``, which answers a resume with ``#ready`` and has
+    nothing to replay, and no data changes: the baseline, what the same
+    pages cost a websocket server that does no work of its own.
+    """
     settings = context.settings
     bench_soft, bench_hard = processes.raise_open_file_limit()
     port = storm_port()
-    server = start_server(context, "storm", port)
+    server = start_server(
+        context, "storm-minimal" if minimal else "storm", port, minimal
+    )
     await wait_for_health(server)
     server_limit = processes.open_file_limit(server.pid)
     sockets, limited_by = socket_limit(settings.storm_sockets, server_limit)
@@ -472,10 +500,14 @@ async def reconnect_storm(context: Context) -> dict[str, Any]:
 
     fleet, counts, first_connect = await connect_pages(context, server, sockets)
     topics = list(counts)
-    before, before_kill = await hold_recent_positions(context, fleet, server, topics)
-    killed_ns, targets, counted = await kill_and_change(context, fleet, server, topics)
+    before, before_kill = await hold_recent_positions(
+        context, fleet, server, topics, minimal
+    )
+    killed_ns, targets, counted = await kill_and_change(
+        context, fleet, server, topics, minimal
+    )
     before_kill.update(counted)
-    run = await restart_and_wait(context, fleet, port)
+    run = await restart_and_wait(context, fleet, port, minimal)
     pages, ready_ns = run["pages"], run["ready_ns"]
 
     result = {
@@ -492,7 +524,7 @@ async def reconnect_storm(context: Context) -> dict[str, Any]:
             "bench_open_files": {"soft": bench_soft, "hard": bench_hard},
             "server_open_files": server_limit,
             "limited_by": limited_by,
-            "uvicorn_backlog": UVICORN_BACKLOG,
+            "listen_backlog": LISTEN_BACKLOG,
             "somaxconn": processes.read_number("/proc/sys/net/core/somaxconn"),
             "tcp_max_syn_backlog": processes.read_number(
                 "/proc/sys/net/ipv4/tcp_max_syn_backlog"

@@ -38,9 +38,16 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_SERVICE_RESTART = 1012
 # The session ended (sign-out); pages go to the sign-in page, not reconnect.
 CLOSE_SIGNED_OUT = 4401
+# The user's roles or teams changed; pages reload, so that they subscribe
+# again with the new rights.
+CLOSE_ACCESS_CHANGED = 4403
 # Control events travel on the bus like others but belong to no stream.
 SESSION_ENDED = "session.ended"
 PRESENCE_CHANGED = "presence.changed"
+# {"user_id": ...}: close that user's sockets with CLOSE_ACCESS_CHANGED.
+ACCESS_CHANGED = "access.changed"
+# {"user_id": ...}: close that user's sockets with CLOSE_SIGNED_OUT.
+USER_DEACTIVATED = "user.deactivated"
 
 
 class Socket(Protocol):
@@ -64,6 +71,9 @@ class Client:
     # A digest of the session the socket was opened with.
     session: str | None = None
     viewer: Viewer = field(default_factory=lambda: Viewer(user_id=0, name=""))
+    # False for a page that follows its topics without showing who is on
+    # them: it is neither listed as a viewer nor sent the viewers.
+    shows_presence: bool = True
     socket_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     subscriptions: list[tuple[str, str]] = field(default_factory=list)
     queue: asyncio.Queue[str | None] = field(
@@ -265,10 +275,23 @@ class Hub:
             if self.presence_handler is not None:
                 await self.presence_handler(event.topics)
             return 0
+        if event.kind in (ACCESS_CHANGED, USER_DEACTIVATED):
+            code = (
+                CLOSE_ACCESS_CHANGED
+                if event.kind == ACCESS_CHANGED
+                else CLOSE_SIGNED_OUT
+            )
+            user_id = event.changes.get("user_id")
+            if isinstance(user_id, int):
+                self.disconnect_user(user_id, code)
+            return 0
 
         cache: dict[str, Any] = {}
         sent = 0
-        for topic in event.topics:
+        # An event may be numbered in streams beyond its topics, such as the
+        # API's stream of every record change.
+        streams = [*event.topics, *(s for s in event.seqs if s not in event.topics)]
+        for topic in streams:
             variants = self.rooms.get(topic)
             if not variants:
                 continue
@@ -293,8 +316,11 @@ class Hub:
                     event.record_id,
                 )
                 continue
-            for variant, text in fragments.items():
-                for client in list(variants.get(variant, ())):
+            # A variant the renderer left out still gets the sequence number,
+            # with no content, so that its pages see no gap.
+            for variant, members in list(variants.items()):
+                text = fragments.get(variant, "")
+                for client in list(members):
                     client.offer_event(topic, seq, text)
                     sent += 1
         return sent

@@ -61,7 +61,7 @@ async def replay(
         html = await rendered_for_replay(renderer, event, topic, variant)
         client.offer_event(topic, event.seqs[topic], html, replayed=True)
     if events:
-        logger.info(
+        logger.debug(
             "replayed events user_id=%s topic=%s count=%d",
             client.user_id,
             topic,

@@ -7,6 +7,7 @@ migrates it, and drops it at the end, so parallel runs never collide.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,10 @@ os.environ["DATABASE_URL"] = database_url(TEST_DATABASE)
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ["REDIS_PREFIX"] = f"crm-test-{RUN_ID}:"
 os.environ.setdefault("SECRET_KEY", "test-secret-" + RUN_ID)
+os.environ.setdefault(
+    "CRM_ENCRYPTION_KEYS",
+    "test:" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+)
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 DATASETS = Path(
@@ -68,6 +73,10 @@ async def test_database() -> AsyncIterator[str]:
     try:
         yield os.environ["DATABASE_URL"]
     finally:
+        from app.workflows.jobs import close_queue
+
+        # Deal and lead changes queue rescoring on this process's connection.
+        await close_queue()
         await DB.close_connection_pool()
         admin = await asyncpg.connect(
             database_url(urlsplit(SERVER_URL).path.lstrip("/") or "postgres")

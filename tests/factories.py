@@ -6,9 +6,12 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from app.auth.service import CurrentUser, create_user
+from app.auth.service import CurrentUser, create_user, load_user
+from app.auth.tables import Team, TeamMember, User
 from app.deals.tables import Deal, Pipeline, Stage
 from app.tickets.tables import Ticket
+from app.workflows.service import save_rule, set_enabled
+from app.workflows.tables import RuleRun
 
 PASSWORD = "correct horse battery"
 
@@ -17,9 +20,32 @@ def unique(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:8]}"
 
 
-async def make_user(role: str = "sales_rep", name: str | None = None) -> CurrentUser:
+def token() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+async def make_user(
+    role: str = "admin", name: str | None = None, team: int | None = None
+) -> CurrentUser:
+    """Create a user with one role; ``team`` becomes their primary team.
+
+    The default role reads and changes everything, for tests about other
+    things than permissions.
+    """
     email = f"{uuid.uuid4().hex[:10]}@test.example"
-    return await create_user(email, name or unique("User"), role, PASSWORD)
+    user = await create_user(email, name or unique("User"), role, PASSWORD)
+    if team is None:
+        return user
+    await User.update({User.team: team}).where(User.id == user.id)
+    await TeamMember.insert(TeamMember(team=team, user=user.id))
+    loaded = await load_user(user.id)
+    assert loaded is not None
+    return loaded
+
+
+async def make_team(name: str | None = None) -> int:
+    rows = await Team.insert(Team(name=name or unique("Team"))).returning(Team.id)
+    return rows[0]["id"]
 
 
 async def make_pipeline(
@@ -59,3 +85,27 @@ async def make_ticket(status: str = "new", **values: Any) -> int:
         Ticket(subject=values.pop("subject", unique("Ticket")), status=status, **values)
     ).returning(Ticket.id)
     return rows[0]["id"]
+
+
+def contains(field: str, marker: str) -> dict[str, Any]:
+    """Build a rule's conditions: ``field`` contains ``marker``."""
+    return {
+        "type": "group",
+        "items": [
+            {"type": "condition", "field": field, "op": "contains", "value": marker}
+        ],
+    }
+
+
+async def enabled_rule(
+    rules: list[int], definition: dict[str, Any], object_type: str = "ticket"
+) -> int:
+    """Save and enable a rule, adding its id to ``rules`` for deletion."""
+    rule_id = await save_rule(None, object_type, f"Rule {token()}", definition, None)
+    await set_enabled(rule_id, True, None)
+    rules.append(rule_id)
+    return rule_id
+
+
+async def runs_of(rule_id: int) -> list[dict[str, Any]]:
+    return await RuleRun.select().where(RuleRun.rule == rule_id).order_by(RuleRun.id)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
 
 from websockets import ClientConnection
 
@@ -22,3 +25,21 @@ async def next_presence(socket: ClientConnection, seconds: float = 5) -> str:
             text = await socket.recv()
             if isinstance(text, str) and not text.startswith("#"):
                 return text
+
+
+@contextlib.asynccontextmanager
+async def publishing_from_test_process() -> AsyncIterator[None]:
+    """Publish the test process's own changes at once, as the web does."""
+    from redis.asyncio import Redis
+
+    from app.events.service import set_bus
+    from realtime.bus import Bus
+    from tests.conftest import REDIS_URL
+
+    redis = Redis.from_url(REDIS_URL)
+    set_bus(Bus(redis, os.environ["REDIS_PREFIX"]))
+    try:
+        yield
+    finally:
+        set_bus(None)
+        await redis.aclose()

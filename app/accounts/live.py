@@ -1,10 +1,18 @@
-"""Fragments pushed to account pages ("account:<id>")."""
+"""Fragments pushed to account pages ("account:<id>").
+
+Each variant carries its viewers' access (``app.access.views``): the
+summary goes only to viewers who may read the account, without the fields
+hidden from them, and a contact's row only to viewers who may read it.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from app.access.permissions import Access
+from app.access.scopes import permits_record, redact
+from app.access.views import split_variant, view_key
 from app.accounts import queries
 from app.errors import NotFound
 from app.web.templating import render
@@ -27,30 +35,40 @@ async def load_account(account_id: int, cache: dict[str, Any]) -> Any:
     return cache[key]
 
 
-async def render_contact_change(event: Event, account_id: int) -> str:
+async def render_contact_change(
+    event: Event, account_id: int, access: Access, contact: dict[str, Any] | None
+) -> str:
     """Update the account page's contact list after a contact changed.
 
-    A contact still at the account gets its row replaced, and one that left
-    gets it removed. One that joined is not inserted, because its place
-    depends on the page of the list each viewer has open, so the list shows
-    a link to reload it instead. The heading's count is always updated.
+    A contact still at the account gets its row replaced, and one that left,
+    or that left the viewer's scope, gets it removed. One that joined is not
+    inserted, because its place depends on the page of the list each viewer
+    has open, so the list shows a link to reload it instead. The heading's
+    count, of the contacts the viewer may read, is always updated.
     """
-    contact = await queries.get_contact_row(event.record_id, account_id)
     if contact is None:
+        return ""
+    readable = permits_record(access, "contact", "read", contact)
+    owner_change = event.changes.get("owner")
+    if not readable and not owner_change:
         return ""
 
     moved = event.changes.get("account")
-    if contact["account"] != account_id:
+    if contact["account"] != account_id or not readable:
         change = "left"
     elif moved is not None and moved[0] != account_id:
         change = "joined"
     else:
         change = "changed"
+    if access.scope("contact", "read") == "all":
+        count = contact["contact_count"]
+    else:
+        count = await queries.count_contacts(account_id, access)
     return render(
         "accounts/_contact_update.html",
         account_id=account_id,
-        contact=contact,
-        contact_count=contact["contact_count"],
+        contact=redact(access, "contact", contact),
+        contact_count=count,
         change=change,
     )
 
@@ -59,14 +77,35 @@ async def render_account_page(
     event: Event, topic: str, variants: set[str], cache: dict[str, Any]
 ) -> dict[str, str]:
     account_id = int(topic.partition(":")[2])
-    text = ""
-    if event.record_type == "account":
-        account = await load_account(account_id, cache)
-        if account is not None:
-            text = render("accounts/_summary.html", account=account, oob=True)
-    elif event.record_type == "contact":
-        text = await render_contact_change(event, account_id)
-    return dict.fromkeys(variants, text)
+    if event.record_type not in ("account", "contact"):
+        return dict.fromkeys(variants, "")
+
+    account = await load_account(account_id, cache)
+    contact = None
+    if event.record_type == "contact":
+        contact = await queries.get_contact_row(event.record_id, account_id)
+
+    texts: dict[str, str] = {}
+    fragments = {}
+    for variant in variants:
+        _, access = split_variant(variant)
+        if account is None or not permits_record(access, "account", "read", account):
+            fragments[variant] = ""
+            continue
+        view = view_key(variant)
+        if view not in texts:
+            if event.record_type == "account":
+                texts[view] = render(
+                    "accounts/_summary.html",
+                    account=redact(access, "account", account),
+                    oob=True,
+                )
+            else:
+                texts[view] = await render_contact_change(
+                    event, account_id, access, contact
+                )
+        fragments[variant] = texts[view]
+    return fragments
 
 
 async def snapshot_account_page(topic: str, variant: str) -> str:
@@ -76,8 +115,13 @@ async def snapshot_account_page(topic: str, variant: str) -> str:
     so instead of them the list shows a link to reload it.
     """
     account_id = int(topic.partition(":")[2])
-    account = await queries.get_account(account_id)
-    summary = render("accounts/_summary.html", account=account, oob=True)
+    _, access = split_variant(variant)
+    account = await queries.get_account(account_id, access)
+    if not permits_record(access, "account", "read", account):
+        return ""
+    summary = render(
+        "accounts/_summary.html", account=redact(access, "account", account), oob=True
+    )
     heading = render(
         "accounts/_contacts_heading.html",
         account_id=account_id,

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from app import fields
 from app.accounts.tables import Account
 from app.auth.tables import User
+from app.encryption.columns import encrypt_values
 from app.errors import FieldError, NotFound
 from app.events.service import change_set
 from app.imports.fields import INTEGER_MAX, limit
@@ -30,8 +31,12 @@ EDITABLE = (
     "website",
     "city",
     "country",
+    "tier",
     "owner",
 )
+# Service tiers an account may have, or the empty tier for none. SLA policies
+# match on them.
+TIERS = ("bronze", "silver", "gold", "platinum")
 TEXT_FIELDS = ("industry", "phone", "city", "country")
 MAX_LENGTHS = {
     "name": limit(Account.name),
@@ -75,7 +80,21 @@ def parse_account_field(name: str, raw: str | None) -> Any:
         return fields.amount("annual_revenue", raw)
     if name == "owner":
         return fields.reference("owner", raw)
+    if name == "tier":
+        return parse_tier(raw)
     raise FieldError(name, raw, "is not an editable account field")
+
+
+def parse_tier(raw: str | None) -> str:
+    """Parse a service tier, case-insensitively; empty text is no tier."""
+    value = (raw or "").strip().lower()
+    if value and value not in TIERS:
+        raise FieldError(
+            "tier",
+            raw,
+            f"is not a tier; use one of {', '.join(TIERS)} or leave it empty",
+        )
+    return value
 
 
 def parse_whole_number(name: str, raw: str | None) -> int | None:
@@ -177,7 +196,10 @@ async def check_owner(values: dict[str, Any]) -> None:
 
 
 async def update_account(
-    account_id: int, edits: dict[str, Edit], actor_id: int | None
+    account_id: int,
+    edits: dict[str, Edit],
+    actor_id: int | None,
+    expected_version: int | None = None,
 ) -> MergeResult:
     """Apply an edit to an account, merging it with changes made since its base.
 
@@ -192,7 +214,9 @@ async def update_account(
     await check_owner({name: edit.new for name, edit in edits.items()})
 
     async with change_set(actor_id) as changes:
-        result = await merge_edit(Account, account_id, edits, changes)
+        result = await merge_edit(
+            Account, account_id, edits, changes, expected_version=expected_version
+        )
         if result.applied:
             changes.add(
                 "account.updated",
@@ -210,3 +234,38 @@ async def update_account(
         [conflict.field for conflict in result.conflicts],
     )
     return result
+
+
+async def create_account(values: dict[str, str], actor_id: int | None) -> int:
+    """Create an account from submitted text; ``name`` is required.
+
+    The domain and website must follow today's rules, and ``owner``
+    defaults to the actor. Raises FieldError naming the field for an
+    invalid value, before anything is written.
+    """
+    parsed = {
+        name: parse_account_field(name, values.get(name))
+        for name in EDITABLE
+        if name in values or name == "name"
+    }
+    for name, rule in CHANGE_RULES.items():
+        if name in parsed:
+            parsed[name] = rule(parsed[name])
+    await check_owner(parsed)
+    parsed["owner"] = parsed.get("owner") or actor_id
+
+    async with change_set(actor_id) as changes:
+        rows = await Account.insert(
+            Account(**encrypt_values(Account, parsed))
+        ).returning(Account.id)
+        account_id = rows[0]["id"]
+        changes.add(
+            "account.created",
+            "account",
+            account_id,
+            account_topics(account_id),
+            {"name": [None, parsed["name"]]},
+        )
+
+    logger.info("account created account_id=%s user_id=%s", account_id, actor_id)
+    return account_id

@@ -8,6 +8,7 @@ from piccolo.table import Table
 
 from app.auth.tables import User
 from app.db import Tracked
+from app.encryption.columns import EncryptableText
 
 
 class Account(Tracked, Table):
@@ -17,11 +18,13 @@ class Account(Tracked, Table):
     employees = Integer(null=True, default=None)
     annual_revenue = Numeric(digits=(16, 2), null=True, default=None)
     year_established = Integer(null=True, default=None)
-    phone = Varchar(length=60, default="")
-    website = Varchar(length=300, default="")
-    city = Varchar(length=120, default="")
+    phone = EncryptableText(length=60, default="")
+    website = EncryptableText(length=300, default="")
+    city = EncryptableText(length=120, default="")
     country = Varchar(length=120, default="")
     parent: ForeignKey = ForeignKey(
         "self", null=True, default=None, on_delete=OnDelete.set_null
     )
     owner = ForeignKey(User, null=True, default=None, on_delete=OnDelete.set_null)
+    # A service tier such as "gold"; SLA policies can match on it.
+    tier = Varchar(length=40, default="")

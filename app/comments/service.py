@@ -8,8 +8,9 @@ from typing import Any
 from app import fields
 from app.comments.tables import Comment
 from app.deals.tables import Deal
-from app.errors import NotFound
+from app.errors import FieldError, NotFound
 from app.events.service import change_set
+from app.sanitize import clean_rich_text, has_text
 from app.tickets.tables import Ticket
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,15 @@ async def add_comment(
     actor_id: int | None,
     internal: bool = False,
 ) -> int:
-    """Add a comment to a deal or ticket and announce it on the record's page."""
+    """Add a comment to a deal or ticket and announce it on the record's page.
+
+    The body may use the formatting that ``app.sanitize`` allows, and it is
+    stored sanitised. Raises FieldError when nothing but removed markup is left.
+    """
     text = fields.text("body", body, required=True, max_length=MAX_BODY)
+    html = clean_rich_text(text)
+    if not has_text(html):
+        raise FieldError("body", text[:40], "contains no text once markup is removed")
     parent = PARENTS[parent_type]
 
     async with change_set(actor_id) as changes:
@@ -42,7 +50,7 @@ async def add_comment(
         rows = await Comment.insert(
             Comment(
                 {
-                    Comment.body: text,
+                    Comment.body: html,
                     Comment.author: actor_id,
                     Comment.internal: internal,
                     getattr(Comment, parent_type): parent_id,
@@ -57,6 +65,11 @@ async def add_comment(
             [f"{parent_type}:{parent_id}"],
             {parent_type: parent_id},
         )
+        if parent_type == "deal":
+            # A deal's comments are one of its win model's features.
+            from app.deals.service import queue_rescoring
+
+            queue_rescoring(changes, parent_id)
 
     logger.info(
         "comment added comment_id=%s %s_id=%s user_id=%s",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from piccolo.columns import Boolean, ForeignKey, Text
+from piccolo.columns import Boolean, ForeignKey
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
 from app.auth.tables import User
 from app.db import Tracked
 from app.deals.tables import Deal
+from app.sanitize import RichText
 from app.tickets.tables import Ticket
 
 
@@ -16,5 +17,6 @@ class Comment(Tracked, Table):
     deal = ForeignKey(Deal, null=True, default=None, on_delete=OnDelete.cascade)
     ticket = ForeignKey(Ticket, null=True, default=None, on_delete=OnDelete.cascade)
     author = ForeignKey(User, null=True, default=None, on_delete=OnDelete.set_null)
-    body = Text()
+    # Sanitised HTML: see app.sanitize.
+    body = RichText()
     internal = Boolean(default=False)

@@ -8,6 +8,9 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromQuery
 from litestar.response import Template
 
+from app.access.guards import permission
+from app.access.permissions import Access
+from app.access.scopes import permits_record
 from app.auth.service import CurrentUser
 from app.contacts import queries
 from app.contacts.service import (
@@ -17,10 +20,11 @@ from app.contacts.service import (
     update_contact,
 )
 from app.errors import FieldError
+from app.leads.conversion import origin_leads
 from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
 from app.people import people_choices
-from app.web.forms import EditForm, FormData, RecordId, edit_form_state
+from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
 from app.web.pages import live_context
 
 UserRequest = Request[CurrentUser, Any, Any]
@@ -29,23 +33,30 @@ UserRequest = Request[CurrentUser, Any, Any]
 class ContactController(Controller):
     path = "/contacts"
 
-    @get("/")
+    @get("/", opt=permission("contact", "read"))
     async def contact_list(
         self,
+        request: UserRequest,
         q: FromQuery[str | None] = None,
         page: FromQuery[str | None] = None,
         size: FromQuery[str | None] = None,
     ) -> Template:
         search = parse_search(q)
         paging = PageRequest.parse(page, size, path="/contacts", keep={"q": search})
-        contacts = await queries.search_contacts(search, paging)
+        contacts = await queries.search_contacts(search, paging, request.user.access)
         return Template(
-            "contacts/list.html", context={"contacts": contacts, "search": search}
+            "contacts/list.html",
+            context={
+                "contacts": contacts,
+                "search": search,
+                "access": request.user.access,
+            },
         )
 
-    @get("/{contact_id:int}")
+    @get("/{contact_id:int}", opt=permission("contact", "read"))
     async def contact_page(
         self,
+        request: UserRequest,
         contact_id: RecordId,
         deals_page: FromQuery[str | None] = None,
         tickets_page: FromQuery[str | None] = None,
@@ -56,45 +67,59 @@ class ContactController(Controller):
         )
         live = await live_context([f"contact:{contact_id}"])
         loaded = await queries.load_contact_page(
-            contact_id, deals=paging["deals_page"], tickets=paging["tickets_page"]
+            contact_id,
+            deals=paging["deals_page"],
+            tickets=paging["tickets_page"],
+            access=request.user.access,
         )
         return Template(
             "contacts/detail.html",
             context={
                 "contact": loaded.contact,
-                "form": await contact_form_context(loaded.contact),
+                "form": await contact_form_context(loaded.contact, request.user.access),
+                "access": request.user.access,
                 "deals": loaded.deals,
                 "tickets": loaded.tickets,
+                "origin": await origin_leads(
+                    "contact", contact_id, request.user.access
+                ),
                 **live,
             },
         )
 
-    @get("/{contact_id:int}/form")
-    async def contact_form(self, contact_id: RecordId) -> Template:
-        contact = await queries.get_contact(contact_id)
-        return Template(
-            "contacts/_form.html",
-            context={"form": await contact_form_context(contact)},
-        )
+    @get("/{contact_id:int}/form", opt=permission("contact", "edit"))
+    async def contact_form(
+        self, request: UserRequest, contact_id: RecordId
+    ) -> Template:
+        return await CONTACT_FORM.render(contact_id, request.user.access)
 
-    @post("/{contact_id:int}")
+    @post("/{contact_id:int}", opt=permission("contact", "edit"))
     async def edit_contact(
         self, request: UserRequest, contact_id: RecordId, data: FormData
     ) -> Template:
-        return await CONTACT_FORM.save(contact_id, data, request.user.id)
+        return await CONTACT_FORM.save(
+            contact_id, data, request.user.id, request.user.access
+        )
 
 
 async def contact_form_context(
     contact: dict[str, Any],
+    access: Access,
     typed: dict[str, Any] | None = None,
     conflicts: list[Conflict] | None = None,
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
+    """Build the contact form's context; a viewer who may not edit gets none."""
+    if not permits_record(access, "contact", "edit", contact):
+        return {"contact": contact, "editable": False}
+    fields = form_fields(access, "contact", EDITABLE)
     return {
         "contact": contact,
-        **edit_form_state(contact, EDITABLE, typed, conflicts, error, saved),
-        "fields": EDITABLE,
+        "editable": True,
+        **fields,
+        **edit_form_state(contact, fields["writable"], typed, conflicts, error, saved),
+        "fields": fields["writable"],
         "max_lengths": MAX_LENGTHS,
         **await people_choices(),
     }

@@ -9,6 +9,7 @@ from app import fields
 from app.accounts.service import check_owner
 from app.accounts.tables import Account
 from app.contacts.tables import Contact
+from app.encryption.columns import encrypt_values
 from app.errors import FieldError, NotFound
 from app.events.service import change_set
 from app.imports.fields import EMAIL_PATTERN, limit
@@ -26,8 +27,16 @@ EDITABLE = (
     "lifecycle_stage",
     "account",
     "owner",
+    "personal_notes",
 )
-TEXT_FIELDS = ("first_name", "last_name", "phone", "title", "lifecycle_stage")
+TEXT_FIELDS = (
+    "first_name",
+    "last_name",
+    "phone",
+    "title",
+    "lifecycle_stage",
+    "personal_notes",
+)
 MAX_LENGTHS = {
     "first_name": limit(Contact.first_name),
     "last_name": limit(Contact.last_name),
@@ -35,6 +44,7 @@ MAX_LENGTHS = {
     "phone": limit(Contact.phone),
     "title": limit(Contact.title),
     "lifecycle_stage": limit(Contact.lifecycle_stage),
+    "personal_notes": limit(Contact.personal_notes),
 }
 # The fields that the contact list of an account page shows.
 LISTED_FIELDS = ("first_name", "last_name", "email", "title", "account")
@@ -107,7 +117,10 @@ def check_name(result: MergeResult) -> None:
 
 
 async def update_contact(
-    contact_id: int, edits: dict[str, Edit], actor_id: int | None
+    contact_id: int,
+    edits: dict[str, Edit],
+    actor_id: int | None,
+    expected_version: int | None = None,
 ) -> MergeResult:
     """Apply an edit to a contact, merging it with changes made since its base.
 
@@ -122,7 +135,9 @@ async def update_contact(
     edits = await checked_edits(edits)
 
     async with change_set(actor_id) as changes:
-        result = await merge_edit(Contact, contact_id, edits, changes)
+        result = await merge_edit(
+            Contact, contact_id, edits, changes, expected_version=expected_version
+        )
         # Raising here rolls the transaction back, so nothing is written.
         check_name(result)
         if result.applied:
@@ -142,3 +157,42 @@ async def update_contact(
         [conflict.field for conflict in result.conflicts],
     )
     return result
+
+
+async def create_contact(values: dict[str, str], actor_id: int | None) -> int:
+    """Create a contact from submitted text; a first or a last name is required.
+
+    ``owner`` defaults to the actor. Raises FieldError naming the field for
+    an invalid value, before anything is written.
+    """
+    parsed = {
+        name: parse_contact_field(name, values.get(name))
+        for name in EDITABLE
+        if name in values
+    }
+    if not (parsed.get("first_name") or parsed.get("last_name")):
+        raise FieldError("first_name", None, "or last name must be given")
+    edits = await checked_edits(
+        {name: Edit(base=None, new=value) for name, value in parsed.items()}
+    )
+    parsed = {name: edit.new for name, edit in edits.items()}
+    parsed["owner"] = parsed.get("owner") or actor_id
+
+    async with change_set(actor_id) as changes:
+        rows = await Contact.insert(
+            Contact(**encrypt_values(Contact, parsed))
+        ).returning(Contact.id)
+        contact_id = rows[0]["id"]
+        topics = [f"contact:{contact_id}"]
+        if parsed.get("account") is not None:
+            topics.append(f"account:{parsed['account']}")
+        changes.add(
+            "contact.created",
+            "contact",
+            contact_id,
+            topics,
+            {"account": [None, parsed.get("account")]},
+        )
+
+    logger.info("contact created contact_id=%s user_id=%s", contact_id, actor_id)
+    return contact_id

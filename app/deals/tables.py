@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from piccolo.columns import (
+    JSONB,
+    Array,
     Date,
     ForeignKey,
     Integer,
     Numeric,
+    Real,
     Timestamptz,
     Varchar,
 )
@@ -40,6 +43,9 @@ class Stage(Tracked, Table):
     # Chance, from 0 to 100, that a deal in this stage is won.
     probability = Integer(default=0)
     kind = Varchar(length=10, default="open")
+    # Deal fields that must hold a value before a deal may enter this stage
+    # (names from app.deals.service.REQUIRABLE).
+    required_fields = Array(base_column=Varchar(length=40), default=list)
 
 
 class Deal(Tracked, Table):
@@ -54,6 +60,14 @@ class Deal(Tracked, Table):
     amount = Numeric(digits=(14, 2), null=True, default=None)
     close_date = Date(null=True, default=None)
     engage_date = Date(null=True, default=None)
+    # "pipeline", "best_case", "commit" or "omitted" (a CHECK constraint),
+    # or None for the category the stage implies (app.forecast.figures).
+    forecast_category = Varchar(length=20, null=True, default=None)
+    # The win probability and factors last computed for the open deal
+    # (``DealChance.to_json``), kept by app.forecast.scores; None when closed.
+    win_probability = Real(null=True, default=None)
+    win_chance = JSONB(null=True, default=None)
+    win_scored_at = Timestamptz(null=True, default=None)
     # Set whenever the deal enters a stage. Board columns list the most
     # recent arrivals first, so a moved card lands at the top everywhere.
     stage_entered_at = Timestamptz(default=TimestamptzNow())

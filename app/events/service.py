@@ -10,21 +10,31 @@ down or the process died right after commit, are published later by
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from app.audit.service import audit_changes
 from app.events.tables import Event as EventRow
+from app.sla.tracking import track_changes
+from app.webhooks.jobs import kick_delivery
+from app.webhooks.outbox import record_outbox
 from realtime.bus import Bus
 from realtime.messages import Event
 
 logger = logging.getLogger(__name__)
 
 _bus: Bus | None = None
+# The change set open in this task, so that a nested one joins its transaction.
+_open_change_set: ContextVar[ChangeSet | None] = ContextVar(
+    "open_change_set", default=None
+)
 
 # One statement per event: the event row, the next number in each of its
 # streams, and the event's place in them. Streams are numbered in name
@@ -59,10 +69,29 @@ EVENT_COLUMNS = """
 """
 
 
+# The stream every event is numbered in, which the API's event socket
+# follows. Its name sorts before every other stream name, which start with a
+# letter, so a transaction's first event locks it before any other stream.
+# Every transaction that numbers events therefore takes the stream locks in
+# one order ("*" first), and none holds a stream another one waits for while
+# it waits for "*".
+ALL_EVENTS_STREAM = "*"
+
+
+def current_change_set() -> ChangeSet | None:
+    """Return the change set open in this task, if any."""
+    return _open_change_set.get()
+
+
 def set_bus(bus: Bus | None) -> None:
     """Set the bus that committed events go to (one per process)."""
     global _bus
     _bus = bus
+
+
+def has_bus() -> bool:
+    """Return True in a process whose bus is set, such as a web process."""
+    return _bus is not None
 
 
 @dataclass
@@ -70,6 +99,31 @@ class ChangeSet:
     actor_id: int | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    # Run once the transaction has committed, such as queueing the job that
+    # delivers the outbox messages written here.
+    after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # How many of ``pending`` workflow rules have already been run for.
+    workflow_seen: int = 0
+    # Side effects of workflow rules (app.workflows.actions.SideEffect),
+    # written to the outbox by ``write()``.
+    side_effects: list[Any] = field(default_factory=list)
+    outbox_kicked: bool = False
+    # The change set this one is nested in, whose transaction it joins.
+    parent: ChangeSet | None = None
+    # Workflow occurrences (app.workflows.engine.Occurrence) to run when
+    # this change set completes: "created" occurrences that nested change
+    # sets hand to the outermost one, and triggers queued by code such as
+    # inbound email and SLA checks.
+    deferred_occurrences: list[Any] = field(default_factory=list)
+    queued_occurrences: list[Any] = field(default_factory=list)
+
+    @property
+    def root(self) -> ChangeSet:
+        """The outermost change set, whose commit ends the transaction."""
+        changes = self
+        while changes.parent is not None:
+            changes = changes.parent
+        return changes
 
     def add(
         self,
@@ -79,6 +133,12 @@ class ChangeSet:
         topics: list[str],
         changes: dict[str, Any] | None = None,
     ) -> None:
+        """Queue an event; ``write()`` inserts it with its audit row.
+
+        ``changes`` maps each field to [before, after] for an update. A
+        delete should pass ``app.audit.service.snapshot(row, "delete")`` of
+        the row it deleted, which is all the audit log keeps of it.
+        """
         self.pending.append(
             {
                 "kind": kind,
@@ -90,9 +150,18 @@ class ChangeSet:
         )
 
     async def write(self) -> None:
-        """Insert the pending events; must run inside the open transaction."""
+        """Insert the pending events and their audit rows; must run inside the
+        open transaction.
+
+        The audit rows go last because appending takes the audit log's lock,
+        which is held until commit.
+        """
+        # SLA clocks of the tickets changed here move in the same transaction.
+        await track_changes(self)
+        first_new = len(self.events)
         for item in self.pending:
             changes_json = msgspec.json.encode(item["changes"]).decode()
+            streams = [ALL_EVENTS_STREAM, *item["topics"]]
             rows = await EventRow.raw(
                 WRITE_EVENT,
                 item["kind"],
@@ -101,7 +170,7 @@ class ChangeSet:
                 item["record_id"],
                 self.actor_id,
                 changes_json,
-                item["topics"],
+                streams,
             )
             self.events.append(
                 Event(
@@ -115,17 +184,44 @@ class ChangeSet:
                     seqs=msgspec.json.decode(rows[0]["seqs"] or "{}"),
                 )
             )
+        # Webhook messages and rule side effects commit with the change.
+        written = await record_outbox(self, self.events[first_new:])
+        if written and not self.outbox_kicked:
+            self.outbox_kicked = True
+            slot = self.events[-1].id if self.events else 0
+            self.after_commit.append(functools.partial(kick_delivery, written, slot))
+        await audit_changes(self.actor_id, self.pending)
         self.pending.clear()
 
 
 @asynccontextmanager
 async def change_set(actor_id: int | None = None) -> AsyncIterator[ChangeSet]:
-    """Open a transaction that records events, and publish them after commit."""
-    changes = ChangeSet(actor_id=actor_id)
-    async with EventRow._meta.db.transaction():
-        yield changes
-        await changes.write()
+    """Open a transaction that records events, and publish them after commit.
+
+    Opened inside another change set, it joins that transaction, and its
+    events are published when the outer one commits.
+    """
+    from app.workflows.engine import on_change_set
+
+    outer = _open_change_set.get()
+    changes = ChangeSet(actor_id=actor_id, parent=outer)
+    token = _open_change_set.set(changes)
+    try:
+        async with EventRow._meta.db.transaction():
+            yield changes
+            # Workflow rules see the complete records, and their field
+            # changes commit with this change (app.workflows.engine).
+            await on_change_set(changes)
+            await changes.write()
+    finally:
+        _open_change_set.reset(token)
+    if outer is not None:
+        outer.events.extend(changes.events)
+        outer.after_commit.extend(changes.after_commit)
+        return
     await publish(changes.events)
+    for callback in changes.after_commit:
+        await callback()
 
 
 async def publish(events: list[Event]) -> bool:
@@ -232,21 +328,25 @@ async def events_after(stream: str, after: int, limit: int) -> tuple[list[Event]
     more than ``limit`` events are missing or some were pruned: the page
     then needs a fresh render instead.
     """
+    # One round trip: the stream's last number comes with the events, so an
+    # empty result distinguishes "up to date" from "pruned".
     rows = await EventRow.raw(
+        "SELECT s.last_seq, missed.* FROM stream s LEFT JOIN LATERAL ("
         f"SELECT {EVENT_COLUMNS}, es.seq FROM event_stream es "
         "JOIN event e ON e.id = es.event "
-        "WHERE es.stream = {} AND es.seq > {} ORDER BY es.seq LIMIT {}",
-        stream,
+        "WHERE es.stream = s.name AND es.seq > {} ORDER BY es.seq LIMIT {}"
+        ") missed ON true WHERE s.name = {}",
         after,
         limit + 1,
+        stream,
     )
-    if len(rows) > limit:
-        return [], False
-    if rows and rows[0]["seq"] != after + 1:
-        return [], False
     if not rows:
-        position = (await stream_positions([stream]))[stream]
-        return [], position == after
+        # A stream nothing has been written to yet.
+        return [], after == 0
+    if rows[0]["id"] is None:
+        return [], rows[0]["last_seq"] == after
+    if len(rows) > limit or rows[0]["seq"] != after + 1:
+        return [], False
     return [event_from_row(row) for row in rows], True
 
 

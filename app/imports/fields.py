@@ -15,6 +15,8 @@ from app.db import Tracked
 # Deliberately loose: one "@", no spaces, a dot in the domain. Mail servers
 # do the real check, so this only catches values from the wrong column.
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+# A number written with thousands separators, as spreadsheets export it.
+GROUPED_NUMBER = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
 INTEGER_MAX = 2**31 - 1
 
 
@@ -78,7 +80,14 @@ class RowValues:
             self.fail(column, f"longer than {max_length} characters", value)
         return value
 
-    def date(self, column: str, *, required: bool = False) -> date | None:
+    def date(
+        self,
+        column: str,
+        *,
+        required: bool = False,
+        formats: Mapping[str, str] | None = None,
+    ) -> date | None:
+        """Parse an ISO date, or one in ``formats`` (strptime pattern -> label)."""
         value = self.raw(column)
         if not value:
             if required:
@@ -87,8 +96,15 @@ class RowValues:
         try:
             return date.fromisoformat(value)
         except ValueError:
-            self.fail(column, "invalid date, expected YYYY-MM-DD", value)
-            return None
+            pass
+        for pattern in formats or {}:
+            try:
+                return datetime.strptime(value, pattern).date()
+            except ValueError:
+                continue
+        expected = " or ".join(["YYYY-MM-DD", *(formats or {}).values()])
+        self.fail(column, f"invalid date, expected {expected}", value)
+        return None
 
     def timestamp(self, column: str) -> datetime | None:
         """Parse an ISO date, or date and time. A value without a zone is UTC."""
@@ -113,8 +129,9 @@ class RowValues:
             if required:
                 self.fail(column, "missing value", value)
             return None
+        plain = value.replace(",", "") if GROUPED_NUMBER.fullmatch(value) else value
         try:
-            number = Decimal(value)
+            number = Decimal(plain)
         except InvalidOperation:
             self.fail(column, "not a number", value)
             return None
@@ -140,12 +157,14 @@ class RowValues:
         return number
 
     def integer(self, column: str) -> int | None:
-        """Parse a non-negative whole number, such as a count of employees."""
+        """Parse a non-negative whole number, such as a count of employees,
+        with or without thousands separators."""
         value = self.raw(column)
         if not value:
             return None
+        plain = value.replace(",", "") if GROUPED_NUMBER.fullmatch(value) else value
         try:
-            number = Decimal(value)
+            number = Decimal(plain)
         except InvalidOperation:
             self.fail(column, "not a whole number", value)
             return None

@@ -16,6 +16,7 @@ from app.accounts.tables import Account
 from app.auth.tables import User
 from app.comments.tables import Comment
 from app.contacts.tables import Contact
+from app.deals.service import rejected_stage_entries
 from app.deals.tables import Deal, Pipeline, Stage
 from app.imports.csvfiles import CsvReader
 from app.imports.fields import EMAIL_PATTERN, RowValues, key_limit, limit, midnight
@@ -24,6 +25,7 @@ from app.imports.runner import (
     ImportRun,
     SourceFiles,
     Step,
+    csv_step,
     describe_formats,
     recognise_csv,
 )
@@ -128,15 +130,12 @@ def step(
     prepare: Callable[[RowValues], dict[str, Any]],
     write: Callable[[Batch], Any],
 ) -> Step:
-    reader = CsvReader(path)
-    return Step(
-        path.name,
-        reader,
+    return csv_step(
+        path,
         prepare,
         write,
         # The first required column of each format is its record id.
         key_column=FORMATS[kind][0],
-        unreadable=reader.rejected,
     )
 
 
@@ -305,6 +304,7 @@ def write_deals(
         )
 
         rows = []
+        lines = []
         for line, record in accepted:
             stages = pipelines[record["pipeline"]]
             stage_id = stages.stage_ids.get(record["stage"])
@@ -343,7 +343,13 @@ def write_deals(
                     "stage_entered_at": entered,
                 }
             )
+            lines.append(line)
             batch.pipeline_ids.add(stages.pipeline_id)
+
+        rejected = await rejected_stage_entries(rows)
+        for index, error in rejected.items():
+            batch.reject(lines[index], "Deal Stage", error.stage_name, error.reason)
+        rows = [row for index, row in enumerate(rows) if index not in rejected]
 
         written = await upsert(
             Deal,

@@ -20,15 +20,42 @@ def job_topics(job_id: int) -> list[str]:
     return [f"import:{job_id}"]
 
 
-async def create_job(source: str, filenames: list[str], user_id: int) -> int:
+async def create_job(
+    source: str, filenames: list[str], user_id: int, state: str = "queued"
+) -> int:
+    """Insert a job; a "draft" one waits for ``queue_draft``."""
     async with change_set(user_id) as changes:
         rows = await ImportJob.insert(
-            ImportJob(source=source, filenames=filenames, user=user_id)
+            ImportJob(source=source, filenames=filenames, user=user_id, state=state)
         ).returning(ImportJob.id)
         job_id = rows[0]["id"]
         changes.add("import.created", "import_job", job_id, job_topics(job_id))
-    logger.info("import queued job_id=%s source=%s user_id=%s", job_id, source, user_id)
+    logger.info(
+        "import %s job_id=%s source=%s user_id=%s", state, job_id, source, user_id
+    )
     return job_id
+
+
+async def queue_draft(job_id: int, user_id: int) -> bool:
+    """Move the user's draft job to the queue; False when it is not a draft."""
+    async with change_set(user_id) as changes:
+        rows = await ImportJob.raw(
+            "UPDATE import_job SET state = 'queued' "
+            "WHERE id = {} AND \"user\" = {} AND state = 'draft' RETURNING id",
+            job_id,
+            user_id,
+        )
+        if rows:
+            changes.add(
+                "import.queued",
+                "import_job",
+                job_id,
+                job_topics(job_id),
+                {"state": ["draft", "queued"]},
+            )
+    if rows:
+        logger.info("import queued job_id=%s user_id=%s", job_id, user_id)
+    return bool(rows)
 
 
 async def record_progress(job_id: int, done: int, total: int) -> None:

@@ -13,15 +13,15 @@ from typing import Any
 
 from app.accounts.tables import Account
 from app.auth.tables import Team, TeamMember, User
+from app.deals.service import rejected_stage_entries
 from app.deals.tables import Deal, Pipeline, Product, Stage
-from app.imports.csvfiles import CsvReader
 from app.imports.fields import RowValues, key_limit, limit, midnight
 from app.imports.report import RowError
 from app.imports.runner import (
     Batch,
     ImportRun,
     SourceFiles,
-    Step,
+    csv_step,
     describe_formats,
     recognise_csv,
 )
@@ -115,16 +115,13 @@ async def import_products(path: Path, run: ImportRun) -> None:
         rows = [record for _, record in batch.accepted()]
         batch.count(Product, await upsert(Product, rows, conflict=("name",)))
 
-    reader = CsvReader(path)
     await run.run(
-        Step(
-            path.name,
-            reader,
+        csv_step(
+            path,
             prepare,
             write,
             key="name",
             key_column="product",
-            unreadable=reader.rejected,
         )
     )
 
@@ -191,16 +188,13 @@ async def import_teams(path: Path, run: ImportRun) -> None:
         )
         batch.count(TeamMember, member_rows, created_only=True)
 
-    reader = CsvReader(path)
     await run.run(
-        Step(
-            path.name,
-            reader,
+        csv_step(
+            path,
             prepare,
             write,
             key="agent",
             key_column="sales_agent",
-            unreadable=reader.rejected,
         )
     )
 
@@ -248,15 +242,12 @@ async def import_accounts(path: Path, run: ImportRun) -> None:
         ]
         batch.after_commit.append(lambda: links.extend(pending))
 
-    reader = CsvReader(path)
     await run.run(
-        Step(
-            path.name,
-            reader,
+        csv_step(
+            path,
             prepare,
             write,
             key_column="account",
-            unreadable=reader.rejected,
         )
     )
 
@@ -377,6 +368,7 @@ async def import_deals(
         )
 
         rows = []
+        lines = []
         for line, record in accepted:
             account_id = None
             if record["account_name"]:
@@ -410,6 +402,12 @@ async def import_deals(
             row["owner"] = user["id"] if user else None
             row["team"] = user["team"] if user else None
             rows.append(row)
+            lines.append(line)
+
+        rejected = await rejected_stage_entries(rows)
+        for index, error in rejected.items():
+            batch.reject(lines[index], "deal_stage", error.stage_name, error.reason)
+        rows = [row for index, row in enumerate(rows) if index not in rejected]
 
         written = await upsert(
             Deal, rows, update={"stage_entered_at": STAGE_ENTERED_ON_CHANGE}
@@ -418,15 +416,12 @@ async def import_deals(
         if written:
             batch.pipeline_ids.add(stages.pipeline_id)
 
-    reader = CsvReader(path)
     await run.run(
-        Step(
-            path.name,
-            reader,
+        csv_step(
+            path,
             prepare,
             write,
             key_column="opportunity_id",
-            unreadable=reader.rejected,
         )
     )
 

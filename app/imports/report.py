@@ -14,6 +14,14 @@ class ImportFileError(ValueError):
     names the file.
     """
 
+    def reason(self, file_name: str) -> str:
+        """Return the message without its leading file name, for an error
+        that names the file already."""
+        message = str(self)
+        if message.startswith(f"{file_name} "):
+            return message[len(file_name) + 1 :]
+        return message
+
 
 @dataclass(frozen=True)
 class RowError:

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from app.imports.csvfiles import count_rows, read_header
+from app.imports.csvfiles import CsvReader, count_rows, read_header
 from app.imports.fields import RowValues
 from app.imports.report import ImportReport, RowError, TableCounts
 from app.imports.writer import transaction
@@ -131,6 +131,23 @@ class Step:
     unreadable: list[tuple[int, str]] = field(default_factory=list)
 
 
+def csv_step(
+    path: Path,
+    prepare: Callable[[RowValues], dict[str, Any] | None],
+    write: Callable[[Batch], Awaitable[None]],
+    **options: Any,
+) -> Step:
+    """Build the step over the rows of the CSV file at ``path``.
+
+    ``options`` are the step's ``key`` and ``key_column``, and the rows the
+    reader cannot map to columns are the step's ``unreadable`` rows.
+    """
+    reader = CsvReader(path)
+    return Step(
+        path.name, reader, prepare, write, unreadable=reader.rejected, **options
+    )
+
+
 class ImportRun:
     """The state of one running import: its report, batch size and progress."""
 
@@ -140,6 +157,8 @@ class ImportRun:
         *,
         batch_size: int = BATCH_SIZE,
         on_progress: ProgressCallback | None = None,
+        job_id: int | None = None,
+        user_id: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(
@@ -148,6 +167,9 @@ class ImportRun:
         self.report = report
         self.batch_size = batch_size
         self.on_progress = on_progress
+        # For the logs only.
+        self.job_id = job_id
+        self.user_id = user_id
 
     async def progress(self) -> None:
         if self.on_progress is not None:
@@ -218,7 +240,10 @@ class ImportRun:
             except asyncpg.PostgresError as error:
                 committed = False
                 logger.warning(
-                    "import batch rolled back source=%s file=%s rows=%d-%d error=%s",
+                    "import batch rolled back job_id=%s user_id=%s source=%s "
+                    "file=%s rows=%d-%d error=%s",
+                    self.job_id,
+                    self.user_id,
                     self.report.source,
                     batch.file,
                     batch.first_line,

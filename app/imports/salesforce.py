@@ -15,11 +15,12 @@ from typing import Any
 
 from app.accounts.tables import Account
 from app.contacts.tables import Contact
+from app.deals.service import rejected_stage_entries
 from app.deals.tables import Deal, Pipeline, Stage
-from app.imports.csvfiles import CsvReader, count_rows, read_header
+from app.imports.csvfiles import count_rows, read_header
 from app.imports.fields import RowValues, key_limit, limit, midnight
 from app.imports.report import ImportFileError, RowError
-from app.imports.runner import Batch, ImportRun, SourceFiles, Step
+from app.imports.runner import Batch, ImportRun, SourceFiles, Step, csv_step
 from app.imports.writer import (
     STAGE_ENTERED_ON_CHANGE,
     PipelineStages,
@@ -42,6 +43,18 @@ REPORT_PREFIX = "salesforce-report:"
 SUFFIXES = (".json", ".csv")
 OBJECT_TYPES = ("Account", "Contact", "Opportunity")
 REPORT_COLUMNS = ("Account: Account Name",)
+# Columns of an opportunity report, in the "Object: Field" naming that
+# Salesforce's cross-object report exports use.
+OPPORTUNITY_REPORT_COLUMNS = (
+    "Opportunity: Opportunity Name",
+    "Opportunity: Stage",
+    "Account: Account Name",
+)
+# Report exports write dates in the exporting user's locale. This is the
+# default en_US form; ISO dates are accepted too.
+# NOTE: other locales (such as D/M/YYYY) are rejected with a message naming
+# the accepted forms, because a day-first date cannot be told from this one.
+REPORT_DATE_FORMATS = {"%m/%d/%Y": "M/D/YYYY"}
 PIPELINE = "Salesforce"
 # The opportunity stages of a new Salesforce org, in order.
 # NOTE: the probabilities are the org defaults as commonly documented, not
@@ -133,15 +146,12 @@ async def import_files(files: SourceFiles, run: ImportRun) -> None:
             )
 
     for path in files.paths("report"):
-        reader = CsvReader(path)
         await run.run(
-            Step(
-                path.name,
-                reader,
+            csv_step(
+                path,
                 prepare_report_row,
                 write_report_rows,
                 key=None,
-                unreadable=reader.rejected,
             )
         )
 
@@ -282,6 +292,11 @@ def write_deals(stages: PipelineStages) -> Callable[[Batch], Any]:
             }
             for line, record in accepted
         ]
+        rejected = await rejected_stage_entries(rows)
+        for index, error in rejected.items():
+            line = accepted[index][0]
+            batch.reject(line, "StageName", error.stage_name, error.reason)
+        rows = [row for index, row in enumerate(rows) if index not in rejected]
         written = await upsert(
             Deal, rows, update={"stage_entered_at": STAGE_ENTERED_ON_CHANGE}
         )

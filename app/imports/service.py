@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 
 from app.events.service import change_set
-from app.imports import hubspot, maven, salesforce, tickets
+from app.imports import hubspot, leads, mapped, maven, salesforce, tickets
+from app.imports.rejected import store_rejected_rows
 from app.imports.report import ImportFileError, ImportReport
 from app.imports.runner import BATCH_SIZE, ImportRun, SourceFiles
 
@@ -20,6 +21,9 @@ SOURCES: dict[str, ModuleType] = {
     "tickets": tickets,
     "hubspot": hubspot,
     "salesforce": salesforce,
+    "leads": leads,
+    # One CSV file through the columns mapped on the import page.
+    "mapped": mapped,
 }
 
 
@@ -28,6 +32,7 @@ async def run_import(
     paths: list[pathlib.Path],
     *,
     user_id: int | None = None,
+    job_id: int | None = None,
     on_progress: Callable[[int, int], Awaitable[None]] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportReport:
@@ -39,6 +44,8 @@ async def run_import(
     A batch that the database rejects is rolled back and its rows reported.
     ``on_progress(done, total)`` is awaited at the start and after each batch.
     Re-importing a file updates the records it created, by ``external_key``.
+    ``job_id`` is the import job of a web import, for the logs; its rejected
+    rows are stored with their original fields (``app.imports.rejected``).
 
     Raises ``ValueError`` for an unknown source and ``ImportFileError`` (a
     ``ValueError``) for a missing, unreadable or unrecognised file, in both
@@ -57,13 +64,20 @@ async def run_import(
         rows_total=files.rows_total,
         ignored_files=[path.name for path in files.unrecognised],
     )
-    run = ImportRun(report, batch_size=batch_size, on_progress=on_progress)
+    run = ImportRun(
+        report,
+        batch_size=batch_size,
+        on_progress=on_progress,
+        job_id=job_id,
+        user_id=user_id,
+    )
 
     logger.info(
-        "import started source=%s files=%s rows_total=%d user_id=%s",
+        "import started source=%s files=%s rows_total=%d job_id=%s user_id=%s",
         source,
         report.files,
         report.rows_total,
+        job_id,
         user_id,
     )
     started = time.perf_counter()
@@ -73,8 +87,10 @@ async def run_import(
     except Exception:
         report.seconds = time.perf_counter() - started
         logger.exception(
-            "import failed source=%s files=%s rows_done=%d rows_total=%d "
-            "duration=%.2fs",
+            "import failed job_id=%s user_id=%s source=%s files=%s rows_done=%d "
+            "rows_total=%d duration=%.2fs",
+            job_id,
+            user_id,
             source,
             report.files,
             report.rows_done,
@@ -82,18 +98,26 @@ async def run_import(
             report.seconds,
         )
         # Batches that committed before the failure still changed the boards.
-        await notify_boards(report, user_id, raise_errors=False)
+        await notify_boards(report, user_id, job_id, raise_errors=False)
         raise
 
-    await notify_boards(report, user_id)
+    await notify_boards(report, user_id, job_id)
     report.seconds = time.perf_counter() - started
     order = {name: index for index, name in enumerate(report.files)}
     report.errors.sort(key=lambda error: (order.get(error.file, -1), error.row))
     report.warnings.sort(key=lambda error: (order.get(error.file, -1), error.row))
+    if job_id is not None:
+        # Kept for the download of rejected rows, before the worker removes
+        # the uploaded files.
+        await store_rejected_rows(
+            job_id, {path.name: path for _, path in files.files}, report.errors
+        )
 
     logger.info(
-        "import finished source=%s files=%s rows_total=%d rows_failed=%d "
-        "warnings=%d counts=%s duration=%.2fs",
+        "import finished job_id=%s user_id=%s source=%s files=%s rows_total=%d "
+        "rows_failed=%d warnings=%d counts=%s duration=%.2fs",
+        job_id,
+        user_id,
         source,
         report.files,
         report.rows_total,
@@ -106,6 +130,11 @@ async def run_import(
         report.seconds,
     )
     return report
+
+
+def upload_folder(data_dir: pathlib.Path, job_id: int) -> pathlib.Path:
+    """Return the folder that contains the uploaded files of an import job."""
+    return data_dir / "uploads" / f"import-{job_id}"
 
 
 def collect_files(module: ModuleType, paths: list[pathlib.Path]) -> SourceFiles:
@@ -129,7 +158,10 @@ def collect_files(module: ModuleType, paths: list[pathlib.Path]) -> SourceFiles:
         elif path.is_file():
             named.append(path)
         else:
-            raise ImportFileError(f"{path} does not exist or is not a file or folder")
+            logger.info("import path missing source=%s path=%s", module.SOURCE, path)
+            raise ImportFileError(
+                f"{path.name} does not exist or is not a file or folder"
+            )
 
     files: SourceFiles = module.recognise(named + listed)
     rejected = [path for path in files.unrecognised if path in named]
@@ -139,15 +171,36 @@ def collect_files(module: ModuleType, paths: list[pathlib.Path]) -> SourceFiles:
             f"expected {module.describe()}"
         )
     if not files.files:
+        # The message reaches the user; only the log names the server's paths.
+        logger.info(
+            "no import file found source=%s paths=%s",
+            module.SOURCE,
+            ", ".join(str(path) for path in paths),
+        )
         raise ImportFileError(
-            f"no {module.SOURCE} file found in {', '.join(str(p) for p in paths)}, "
+            f"no {module.SOURCE} file found among {file_names(paths)}, "
             f"expected {module.describe()}"
         )
     return files
 
 
+def file_names(paths: list[pathlib.Path]) -> str:
+    """Name the files given or held in the folders given, without their folders."""
+    names = []
+    for path in paths:
+        if path.is_dir():
+            names.extend(sorted(child.name for child in path.iterdir()))
+        else:
+            names.append(path.name)
+    return ", ".join(names) or "no files"
+
+
 async def notify_boards(
-    report: ImportReport, actor_id: int | None, *, raise_errors: bool = True
+    report: ImportReport,
+    actor_id: int | None,
+    job_id: int | None = None,
+    *,
+    raise_errors: bool = True,
 ) -> None:
     """Record one ``board.reload`` event per board the import changed."""
     try:
@@ -162,7 +215,9 @@ async def notify_boards(
         if raise_errors:
             raise
         logger.exception(
-            "board reload events failed source=%s pipeline_ids=%s",
+            "board reload events failed job_id=%s user_id=%s source=%s pipeline_ids=%s",
+            job_id,
+            actor_id,
             report.source,
             sorted(report.pipeline_ids),
         )

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from app.contacts.tables import Contact
-from app.imports.csvfiles import CsvReader
 from app.imports.fields import RowValues, key_limit, limit
 from app.imports.runner import (
     Batch,
     ImportRun,
     SourceFiles,
-    Step,
+    csv_step,
     describe_formats,
     recognise_csv,
 )
@@ -160,14 +159,11 @@ async def import_tickets(path: Path, run: ImportRun) -> None:
         batch.count(Ticket, written)
         batch.tickets_changed = bool(written)
 
-    reader = CsvReader(path)
     await run.run(
-        Step(
-            path.name,
-            reader,
+        csv_step(
+            path,
             prepare,
             write,
             key_column="Ticket ID",
-            unreadable=reader.rejected,
         )
     )

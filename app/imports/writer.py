@@ -15,6 +15,8 @@ from app.accounts.tables import Account
 from app.auth.tables import User
 from app.contacts.tables import Contact
 from app.deals.tables import Deal, Pipeline, Stage
+from app.encryption.columns import encrypt_values
+from app.sanitize import RichText, clean_rich_text
 
 # ``update`` expressions that move a deal's or ticket's board timestamp only
 # when its stage or status changes. The new value is the source's own date
@@ -62,11 +64,15 @@ async def upsert(
     ``EXCLUDED`` for the new one. A NULL in a NOT NULL timestamp column
     means now.
 
+    Values of encrypted columns are stored encrypted and rich text is stored
+    sanitised, as the services store them.
+
     Returns one dict per row with ``id``, the conflict and ``returning``
     columns, and ``inserted`` (false when an existing row was updated).
     """
     if not rows:
         return []
+    rows = stored_rows(table, rows)
 
     columns = list(rows[0])
     selects = []
@@ -83,11 +89,30 @@ async def upsert(
     for name in columns:
         if name not in conflict and name not in insert_only:
             assignments.setdefault(name, f"EXCLUDED.{quote(name)}")
+    # A row whose imported values are all as stored keeps its version, so
+    # re-importing the same file changes nothing a page or an API client
+    # holds. An encrypted value differs on every write, so a row with one
+    # always counts as changed.
+    compared = [
+        quote(name)
+        for name, value in assignments.items()
+        if value.startswith("EXCLUDED.")
+    ]
+    changed = (
+        f"(ROW({', '.join('t.' + name for name in compared)}) IS DISTINCT FROM "
+        f"ROW({', '.join('EXCLUDED.' + name for name in compared)}))"
+        if compared
+        else "TRUE"
+    )
     column_names = {column._meta.db_column_name for column in table._meta.columns}
     if "version" in column_names:
-        assignments.setdefault("version", "t.version + 1")
+        assignments.setdefault(
+            "version", f"CASE WHEN {changed} THEN t.version + 1 ELSE t.version END"
+        )
     if "updated_at" in column_names:
-        assignments.setdefault("updated_at", "now()")
+        assignments.setdefault(
+            "updated_at", f"CASE WHEN {changed} THEN now() ELSE t.updated_at END"
+        )
     kept = "FALSE"
     if "import_version" in column_names:
         # A row edited in Switchboard since the last import keeps every
@@ -97,7 +122,8 @@ async def upsert(
             for name, value in assignments.items()
         }
         assignments["import_version"] = (
-            f"CASE WHEN {UNTOUCHED} THEN t.version + 1 ELSE t.import_version END"
+            f"CASE WHEN {UNTOUCHED} AND {changed} THEN t.version + 1 "
+            f"WHEN {UNTOUCHED} THEN t.version ELSE t.import_version END"
         )
         selects.append("1")
         columns_sql = [*columns, "import_version"]
@@ -122,6 +148,24 @@ async def upsert(
     )
     args = [[row[name] for row in rows] for name in columns]
     return await table.raw(sql, *args)
+
+
+def stored_rows(
+    table: type[Table], rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    rich_text = [
+        column._meta.db_column_name
+        for column in table._meta.columns
+        if isinstance(column, RichText)
+    ]
+    stored = []
+    for row in rows:
+        values = encrypt_values(table, row)
+        for name in rich_text:
+            if values.get(name):
+                values[name] = clean_rich_text(values[name])
+        stored.append(values)
+    return stored
 
 
 async def ids_by_key(table: type[Table], keys: Collection[str]) -> dict[str, int]:

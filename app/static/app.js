@@ -12,6 +12,12 @@
     event.detail.headers["x-csrftoken"] = csrfToken();
   });
 
+  // While a card is being dragged, live frames wait: replacing the dragged
+  // card under SortableJS would leave the old element to be dropped beside
+  // its replacement. They are applied, in order, once the card is dropped.
+  let dragging = false;
+  const heldFrames = [];
+
   // Boards: a card dropped in another column sends a move request.
   // The server answers 204 and pushes the move to every page, this one
   // included; a refused move comes back as fragments that restore the card.
@@ -23,14 +29,19 @@
       column.dataset.sortable = "1";
       Sortable.create(column, {
         group: board.dataset.board,
-        draggable: ".card",
+        // A card the user may not move carries data-locked.
+        draggable: ".card:not([data-locked])",
         animation: 120,
         delay: 120,
         delayOnTouchOnly: true,
         // Mouse and touch events instead of native drag and drop behave the
         // same on phones, desktops and in automated browsers.
         forceFallback: true,
+        onStart: function () { dragging = true; },
         onEnd: function (event) {
+          dragging = false;
+          // Sortable finishes moving its elements after this callback.
+          setTimeout(applyHeldFrames, 0);
           if (event.from === event.to) return;
           const card = event.item;
           card.origin = { column: event.from, index: event.oldIndex };
@@ -46,6 +57,64 @@
       });
     });
   }
+
+  // A move into a stage whose required fields are empty returns a dialog
+  // that requests them (templates/deals/_entry_form.html). Saving sends the
+  // move again with the fields. Cancelling puts the card back where it was
+  // on this page, and because nothing was saved, other pages get no update.
+  function entryDialog() {
+    return document.querySelector("#stage-entry dialog[data-stage-entry]");
+  }
+
+  function closeEntry() {
+    const slot = document.getElementById("stage-entry");
+    if (slot) slot.replaceChildren();
+  }
+
+  function restoreCard(dealId) {
+    const card = document.getElementById("deal-" + dealId);
+    if (!card) return;
+    const home = document.getElementById("stage-" + card.dataset.stage + "-cards");
+    if (home && card.origin && card.origin.column === home) {
+      home.insertBefore(card, home.children[card.origin.index] || null);
+    } else if (home && card.parentElement !== home) {
+      // A live update replaced the card meanwhile, so it goes back on top.
+      home.insertBefore(card, home.firstElementChild);
+    }
+    delete card.origin;
+    const select = card.querySelector("select.move");
+    const stored = select ? select.querySelector("option[selected]") : null;
+    if (stored) select.value = stored.value;
+  }
+
+  function cancelEntry() {
+    const dialog = entryDialog();
+    if (!dialog) return;
+    restoreCard(dialog.dataset.dealId);
+    closeEntry();
+  }
+
+  document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("[data-stage-entry-cancel]")) {
+      cancelEntry();
+    }
+  });
+  // Escape closes a modal dialog with a "cancel" event, which does not bubble.
+  document.addEventListener("cancel", function (event) {
+    if (event.target.matches && event.target.matches("dialog[data-stage-entry]")) {
+      event.preventDefault();
+      cancelEntry();
+    }
+  }, true);
+  document.addEventListener("htmx:afterRequest", function (event) {
+    const dialog = entryDialog();
+    if (!dialog || !dialog.contains(event.detail.elt)) return;
+    if (event.detail.elt.tagName !== "FORM" || event.detail.xhr.status !== 204) return;
+    // Saved: the live update that follows moves the card on every page.
+    const card = document.getElementById("deal-" + dialog.dataset.dealId);
+    if (card) delete card.origin;
+    closeEntry();
+  });
 
   function toast(message) {
     const item = document.createElement("div");
@@ -99,6 +168,11 @@
         select.form.requestSubmit();
       });
     });
+    const dialogs = scope.matches && scope.matches("dialog[data-stage-entry]")
+      ? [scope] : Array.from(scope.querySelectorAll("dialog[data-stage-entry]"));
+    dialogs.forEach(function (dialog) {
+      if (!dialog.open) dialog.showModal();
+    });
     scope.querySelectorAll(".toast").forEach(function (toast) {
       setTimeout(function () { toast.remove(); }, 6000);
     });
@@ -115,8 +189,10 @@
   // subscription (proxies closing idle sockets use other codes), so other
   // codes reach the extension as 1006.
   const SIGNED_OUT = 4401;
+  // The user's roles or teams changed: the page reloads with the new rights.
+  const ACCESS_CHANGED = 4403;
   const CLOSE_OFFLINE = 4000;
-  const FINAL_CODES = [SIGNED_OUT, 1008];
+  const FINAL_CODES = [SIGNED_OUT, ACCESS_CHANGED, 1008];
   const RECONNECT_CODES = [1006, 1012, 1013];
   const positions = {};
   const replaying = {};
@@ -135,8 +211,36 @@
     if (banner) banner.hidden = !visible;
   }
 
+  let htmxApi = null;
+  let socketElement = null;
+
+  // The same steps as htmx-ext-ws takes for a frame: swap each top-level
+  // element out of band, then settle.
+  function applyHeldFrames() {
+    while (heldFrames.length && !dragging) {
+      const body = heldFrames.shift();
+      const settleInfo = htmxApi.makeSettleInfo(socketElement);
+      const fragment = htmxApi.makeFragment(body);
+      Array.from(fragment.children).forEach(function (child) {
+        htmxApi.oobSwap(htmxApi.getAttributeValue(child, "hx-swap-oob") || "true", child, settleInfo);
+      });
+      htmxApi.settleImmediately(settleInfo.tasks);
+      hideSelf();
+    }
+  }
+
+  function applyOrHold(body, element) {
+    // Frames that arrive while earlier ones wait go behind them.
+    if (!body || (!dragging && !heldFrames.length)) return body;
+    socketElement = element;
+    heldFrames.push(body);
+    if (!dragging) setTimeout(applyHeldFrames, 0);
+    return "";
+  }
+
   htmx.defineExtension("live", {
-    transformResponse: function (text, xhr) {
+    init: function (api) { htmxApi = api; },
+    transformResponse: function (text, xhr, element) {
       // Only socket frames come without a request.
       if (xhr) return text;
       // Offline, the page applies nothing; it resumes from where it stopped.
@@ -157,9 +261,12 @@
       if (kind === "snap") {
         positions[stream] = seq;
         delete replaying[stream];
-        return body;
+        return applyOrHold(body, element);
       }
 
+      // A stream the page rendered no position for, such as its user's
+      // notifications, starts at the first event that arrives.
+      if (!(stream in positions)) positions[stream] = seq - 1;
       const last = positions[stream] || 0;
       if (seq <= last) return "";
       if (seq > last + 1) {
@@ -171,7 +278,7 @@
       }
       positions[stream] = seq;
       delete replaying[stream];
-      return body;
+      return applyOrHold(body, element);
     },
   });
 
@@ -242,12 +349,32 @@
       window.location.assign("/login");
       return;
     }
+    if (code === ACCESS_CHANGED) {
+      window.location.reload();
+      return;
+    }
     showBanner(true);
   });
+
+  // A socket refused at its handshake closes like a lost network. When the
+  // session is what ended (signed out while this tab was offline, or timed
+  // out), go to the sign-in page instead of retrying forever.
+  function checkSession() {
+    fetch("/live/status", { headers: { accept: "application/json" }, cache: "no-store" })
+      .then(function (response) {
+        if (response.status === 401) {
+          const here = window.location.pathname + window.location.search;
+          window.location.assign("/login?next=" + encodeURIComponent(here));
+        }
+      })
+      .catch(function () {});
+  }
 
   let rawSocket = null;
   htmx.createWebSocket = function (url) {
     const socket = new WebSocket(url, []);
+    let opened = false;
+    socket.addEventListener("open", function () { opened = true; });
     rawSocket = socket;
     socket.binaryType = htmx.config.wsBinaryType;
     if (!navigator.onLine) {
@@ -259,6 +386,7 @@
       set: function (handler) { onclose = handler; },
     });
     socket.addEventListener("close", function (event) {
+      if (!opened && navigator.onLine) checkSession();
       if (!onclose) return;
       const keep = FINAL_CODES.includes(event.code) || RECONNECT_CODES.includes(event.code);
       onclose(keep ? event : new CloseEvent("close", { code: 1006, reason: event.reason }));

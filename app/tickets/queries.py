@@ -7,8 +7,11 @@ from typing import Any
 
 import msgspec
 
+from app.access.permissions import SYSTEM, Access
+from app.access.scopes import scope_sql
 from app.boards import PAGE_SIZE, BoardFilter, Cursor
 from app.errors import NotFound
+from app.sla import queries as sla_queries
 from app.tickets.tables import STATUSES, Ticket
 
 CARD_COLUMNS = """
@@ -23,6 +26,9 @@ CARD_JOINS = """
     LEFT JOIN app_user u ON u.id = t.assignee
     LEFT JOIN contact c ON c.id = t.requester
 """
+# Cards and ticket pages show the running SLA clock that is due soonest.
+CARD_COLUMNS += "," + sla_queries.CARD_COLUMNS
+CARD_JOINS += sla_queries.CARD_JOIN
 DETAIL_COLUMNS = """
     t.description, t.updated_at, tm.name AS team_name, a.name AS account_name
 """
@@ -46,16 +52,27 @@ class TicketBoard:
     filter: BoardFilter
 
 
+def ticket_conditions(
+    board_filter: BoardFilter, access: Access, args: list[object]
+) -> str:
+    """Return " AND ..." conditions of a board filter and the viewer's scope."""
+    condition = board_filter.sql("t.assignee", "t.team", args)
+    return condition + " AND " + scope_sql(access, "ticket", "t", args)
+
+
 async def status_counts(
-    board_filter: BoardFilter, statuses: list[str] | None = None
+    board_filter: BoardFilter,
+    statuses: list[str] | None = None,
+    access: Access = SYSTEM,
 ) -> dict[str, int]:
     args: list[object] = []
-    where = "TRUE" + board_filter.sql("assignee", "team", args)
+    where = "TRUE" + ticket_conditions(board_filter, access, args)
     if statuses is not None:
         args.append(statuses)
-        where += " AND status = ANY({})"
+        where += " AND t.status = ANY({})"
     rows = await Ticket.raw(
-        f"SELECT status, count(*) AS n FROM ticket WHERE {where} GROUP BY status", *args
+        f"SELECT t.status, count(*) AS n FROM ticket t WHERE {where} GROUP BY t.status",
+        *args,
     )
     return {row["status"]: row["n"] for row in rows}
 
@@ -65,10 +82,11 @@ async def column_cards(
     board_filter: BoardFilter,
     after: Cursor | None = None,
     limit: int = PAGE_SIZE,
+    access: Access = SYSTEM,
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
     """Return one page of a status column, latest status change first."""
     args: list[object] = [status]
-    where = "t.status = {}" + board_filter.sql("t.assignee", "t.team", args)
+    where = "t.status = {}" + ticket_conditions(board_filter, access, args)
     if after is not None:
         args.extend([after.at, after.id])
         where += " AND (t.status_changed_at, t.id) < ({}, {})"
@@ -84,9 +102,10 @@ async def column_cards(
     return rows[:limit], Cursor(at=last["status_changed_at"], id=last["id"])
 
 
-async def get_board(board_filter: BoardFilter) -> TicketBoard:
-    counts = await status_counts(board_filter)
-    first_pages = await first_pages_of_columns(board_filter)
+async def get_board(board_filter: BoardFilter, access: Access = SYSTEM) -> TicketBoard:
+    """Load the ticket board with the tickets ``access`` may read."""
+    counts = await status_counts(board_filter, access=access)
+    first_pages = await first_pages_of_columns(board_filter, access)
     columns = []
     for status in STATUSES:
         column = StatusColumn(status=status, count=counts.get(status, 0))
@@ -100,11 +119,11 @@ async def get_board(board_filter: BoardFilter) -> TicketBoard:
 
 
 async def first_pages_of_columns(
-    board_filter: BoardFilter,
+    board_filter: BoardFilter, access: Access = SYSTEM
 ) -> dict[str, list[dict[str, Any]]]:
     """Return the first page (plus one card) of every status column in one query."""
     args: list[object] = [list(STATUSES)]
-    condition = board_filter.sql("t.assignee", "t.team", args)
+    condition = ticket_conditions(board_filter, access, args)
     args.append(PAGE_SIZE + 1)
     rows = await Ticket.raw(
         "SELECT c.* FROM unnest({}::varchar[]) AS s(status) CROSS JOIN LATERAL ("

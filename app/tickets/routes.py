@@ -8,12 +8,17 @@ from litestar import Controller, Request, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Response, Template
 
+from app.access.guards import permission
+from app.access.permissions import Access
+from app.access.scopes import check_writable, redact, require_record
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter, Cursor
-from app.comments.service import add_comment, timeline
+from app.comments.pages import comment_context, post_comment
+from app.email.routes import ticket_email_context
 from app.errors import EditConflict, FieldError
 from app.merge import Conflict
 from app.people import people_choices
+from app.tasks.routes import task_context
 from app.tickets import queries
 from app.tickets.service import (
     EDITABLE,
@@ -27,6 +32,7 @@ from app.web.forms import (
     FormData,
     RecordId,
     edit_form_state,
+    form_fields,
     value_labels,
 )
 from app.web.pages import live_context
@@ -38,31 +44,43 @@ QUICK_FIELDS = ("status", "priority", "assignee")
 class TicketBoardController(Controller):
     path = "/tickets"
 
-    @get("/")
+    @get("/", opt=permission("ticket", "read"))
     async def board_page(
-        self, person: FromQuery[str | None] = None, team: FromQuery[str | None] = None
+        self,
+        request: UserRequest,
+        person: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
     ) -> Template:
+        access = request.user.access
         board_filter = BoardFilter.parse(person, team)
         live = await live_context(["tickets"], board_filter.key)
         return Template(
             "tickets/board.html",
             context={
-                "board": await queries.get_board(board_filter),
+                "board": await queries.get_board(board_filter, access),
+                "access": access,
                 **await people_choices(),
                 **live,
             },
         )
 
-    @get("/board")
+    @get("/board", opt=permission("ticket", "read"))
     async def board_fragment(
-        self, person: FromQuery[str | None] = None, team: FromQuery[str | None] = None
+        self,
+        request: UserRequest,
+        person: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
     ) -> Template:
-        board = await queries.get_board(BoardFilter.parse(person, team))
-        return Template("tickets/_board.html", context={"board": board})
+        access = request.user.access
+        board = await queries.get_board(BoardFilter.parse(person, team), access)
+        return Template(
+            "tickets/_board.html", context={"board": board, "access": access}
+        )
 
-    @get("/columns/{status:str}")
+    @get("/columns/{status:str}", opt=permission("ticket", "read"))
     async def column_page(
         self,
+        request: UserRequest,
         status: FromPath[str],
         after: FromQuery[str | None] = None,
         person: FromQuery[str | None] = None,
@@ -72,7 +90,7 @@ class TicketBoardController(Controller):
             raise FieldError("status", status, f"must be one of {', '.join(STATUSES)}")
         board_filter = BoardFilter.parse(person, team)
         cards, next_cursor = await queries.column_cards(
-            status, board_filter, Cursor.parse(after)
+            status, board_filter, Cursor.parse(after), access=request.user.access
         )
         return Template(
             "tickets/_cards.html",
@@ -81,6 +99,7 @@ class TicketBoardController(Controller):
                 "next_cursor": next_cursor,
                 "status": status,
                 "filter_key": board_filter.key,
+                "access": request.user.access,
             },
         )
 
@@ -88,34 +107,42 @@ class TicketBoardController(Controller):
 class TicketController(Controller):
     path = "/tickets"
 
-    @get("/{ticket_id:int}")
-    async def ticket_page(self, ticket_id: RecordId) -> Template:
+    @get("/{ticket_id:int}", opt=permission("ticket", "read"))
+    async def ticket_page(
+        self,
+        request: UserRequest,
+        ticket_id: RecordId,
+        email_page: FromQuery[str | None] = None,
+    ) -> Template:
+        access = request.user.access
         live = await live_context([f"ticket:{ticket_id}"])
-        ticket = await queries.get_ticket(ticket_id)
+        ticket = await load_ticket(ticket_id, access)
         return Template(
             "tickets/detail.html",
             context={
                 "ticket": ticket,
-                "form": await ticket_form_context(ticket),
-                "comments": await timeline("ticket", ticket_id),
+                "form": await ticket_form_context(ticket, access),
+                "access": access,
+                **await comment_context("ticket", ticket, access),
+                **await task_context("ticket", ticket, access),
+                **await ticket_email_context(ticket, access, email_page),
                 **live,
             },
         )
 
-    @get("/{ticket_id:int}/form")
-    async def ticket_form(self, ticket_id: RecordId) -> Template:
-        ticket = await queries.get_ticket(ticket_id)
-        return Template(
-            "tickets/_form.html", context={"form": await ticket_form_context(ticket)}
-        )
+    @get("/{ticket_id:int}/form", opt=permission("ticket", "edit"))
+    async def ticket_form(self, request: UserRequest, ticket_id: RecordId) -> Template:
+        return await TICKET_FORM.render(ticket_id, request.user.access)
 
-    @post("/{ticket_id:int}")
+    @post("/{ticket_id:int}", opt=permission("ticket", "edit"))
     async def edit_ticket(
         self, request: UserRequest, ticket_id: RecordId, data: FormData
     ) -> Template:
-        return await TICKET_FORM.save(ticket_id, data, request.user.id)
+        return await TICKET_FORM.save(
+            ticket_id, data, request.user.id, request.user.access
+        )
 
-    @post("/{ticket_id:int}/fields/{name:str}")
+    @post("/{ticket_id:int}/fields/{name:str}", opt=permission("ticket", "edit"))
     async def quick_change(
         self,
         request: UserRequest,
@@ -126,6 +153,9 @@ class TicketController(Controller):
         """Change status, priority or assignee from a board card."""
         if name not in QUICK_FIELDS:
             raise FieldError("field", name, f"must be one of {', '.join(QUICK_FIELDS)}")
+        access = request.user.access
+        await load_ticket(ticket_id, access, "edit")
+        check_writable(access, "ticket", [name])
         try:
             await set_ticket_field(
                 ticket_id,
@@ -135,22 +165,37 @@ class TicketController(Controller):
                 request.user.id,
             )
         except (EditConflict, FieldError) as error:
-            return await refused_change(ticket_id, error)
+            return await refused_change(ticket_id, error, access)
         return Response(b"", status_code=204)
 
-    @post("/{ticket_id:int}/comments")
+    @post("/{ticket_id:int}/comments", opt=permission("comment", "create"))
     async def comment(
         self, request: UserRequest, ticket_id: RecordId, data: FormData
     ) -> Template:
-        await add_comment("ticket", ticket_id, data.get("body", ""), request.user.id)
-        return Template(
-            "comments/_form.html", context={"action": f"/tickets/{ticket_id}/comments"}
-        )
+        ticket = await load_ticket(ticket_id, request.user.access)
+        return await post_comment("ticket", ticket, data, request.user)
 
 
-async def refused_change(ticket_id: int, error: EditConflict | FieldError) -> Template:
-    """Put the card back as the server has it and explain why the change failed."""
+async def load_ticket(
+    ticket_id: int, access: Access, action: str = "read"
+) -> dict[str, Any]:
+    """Load a ticket the viewer may read, without the fields hidden from them.
+
+    Raises NotFound outside the read scope and 403 when ``action`` is not
+    allowed on the ticket.
+    """
     ticket = await queries.get_ticket(ticket_id)
+    require_record(access, "ticket", action, ticket)
+    redacted = redact(access, "ticket", ticket)
+    assert redacted is not None
+    return redacted
+
+
+async def refused_change(
+    ticket_id: int, error: EditConflict | FieldError, access: Access
+) -> Template:
+    """Put the card back as the server has it and explain why the change failed."""
+    ticket = await load_ticket(ticket_id, access)
     if isinstance(error, EditConflict):
         conflict: Conflict = error.conflicts[0]
         who = conflict.changed_by or "Someone"
@@ -163,27 +208,36 @@ async def refused_change(ticket_id: int, error: EditConflict | FieldError) -> Te
         message = error.message
     return Template(
         "tickets/_change_refused.html",
-        context={"ticket": ticket, "message": message},
+        context={"ticket": ticket, "message": message, "access": access},
         status_code=409,
     )
 
 
 async def ticket_form_context(
     ticket: dict[str, Any],
+    access: Access,
     typed: dict[str, Any] | None = None,
     conflicts: list[Conflict] | None = None,
     error: FieldError | None = None,
     saved: bool = False,
 ) -> dict[str, Any]:
+    """Build the ticket form's context; a viewer who may not edit gets none."""
+    if not access.permits("ticket", "edit", ticket["assignee"], [ticket["team"]]):
+        return {"ticket": ticket, "editable": False}
     people = await people_choices(keep=[ticket["assignee"]])
+    fields = form_fields(access, "ticket", EDITABLE)
     return {
         "ticket": ticket,
-        **edit_form_state(ticket, EDITABLE, typed, conflicts, error, saved),
+        "editable": True,
+        **fields,
+        **edit_form_state(ticket, fields["writable"], typed, conflicts, error, saved),
         "statuses": STATUSES,
         "priorities": PRIORITIES,
         "channels": CHANNELS,
         **people,
-        "describe": value_labels({"assignee": people["users"]}),
+        "describe": value_labels(
+            {"assignee": people["users"], "team": people["teams"]}
+        ),
     }
 
 

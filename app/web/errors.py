@@ -14,7 +14,7 @@ from litestar.exceptions import (
 )
 from litestar.response import Redirect, Template
 
-from app.errors import EditConflict, FieldError, NotFound
+from app.errors import EditConflict, FieldError, NotFound, field_error_status
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,16 @@ def toast_response(request: Request, message: str, status_code: int) -> Response
     )
 
 
+# Errors raised before a route under it matched (no such path or method)
+# reach the app's handlers, which return them as the API's problem details.
+API_PREFIX = "/api/v1/"
+
+
 def on_not_found(request: Request, error: NotFound | NotFoundException) -> Response:
+    if request.url.path.startswith(API_PREFIX):
+        from app.api import problems as api_problems
+
+        return api_problems.on_not_found(request, error)
     if isinstance(error, NotFound):
         message = f"{error.record_type.capitalize()} {error.record_id} was not found."
     else:
@@ -55,8 +64,9 @@ def on_not_found(request: Request, error: NotFound | NotFoundException) -> Respo
 
 
 def on_field_error(request: Request, error: FieldError) -> Response:
+    """Return 400 for an invalid value in a GET's URL, 422 for a submitted one."""
     logger.info("invalid input path=%s field=%s", request.url.path, error.field)
-    return toast_response(request, error.message, 422)
+    return toast_response(request, error.message, field_error_status(request.method))
 
 
 def on_conflict(request: Request, error: EditConflict) -> Response:
@@ -72,6 +82,10 @@ def on_not_authorized(request: Request, error: NotAuthorizedException) -> Respon
 
 
 def on_http_error(request: Request, error: HTTPException) -> Response:
+    if request.url.path.startswith(API_PREFIX):
+        from app.api import problems as api_problems
+
+        return api_problems.on_http_error(request, error)
     message = error.detail
     if isinstance(error, ValidationException) and isinstance(error.extra, list):
         problems = [
@@ -82,6 +96,17 @@ def on_http_error(request: Request, error: HTTPException) -> Response:
         if problems:
             message = "Invalid request: " + "; ".join(problems) + "."
     return toast_response(request, message, error.status_code)
+
+
+def on_recursion_error(request: Request, error: RecursionError) -> Response:
+    from app.api import problems as api_problems
+
+    if request.url.path.startswith(API_PREFIX):
+        return api_problems.on_recursion_error(request, error)
+    if not api_problems.is_deep_body(error):
+        return on_server_error(request, error)
+    logger.info("request body nested too deeply path=%s", request.url.path)
+    return toast_response(request, api_problems.DEEP_BODY, 400)
 
 
 def on_server_error(request: Request, error: Exception) -> Response:
@@ -105,5 +130,6 @@ EXCEPTION_HANDLERS = {
     EditConflict: on_conflict,
     NotAuthorizedException: on_not_authorized,
     HTTPException: on_http_error,
+    RecursionError: on_recursion_error,
     500: on_server_error,
 }

@@ -11,6 +11,8 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, PathParameter
 from litestar.response import Template
 
+from app.access.permissions import Access
+from app.access.scopes import check_writable, redact, require_record, writable
 from app.errors import FieldError
 from app.fields import MAX_ID
 from app.merge import Conflict, Edit, MergeResult
@@ -109,8 +111,8 @@ class EditForm:
 
     ``update`` is the area's service (it merges and records the event),
     ``load`` reads the record as the form shows it, and ``context`` builds
-    the form's template context from a record and ``edit_form_state``'s
-    keyword arguments.
+    the form's template context from a record, the viewer's access and
+    ``edit_form_state``'s keyword arguments.
     """
 
     record_type: str
@@ -121,11 +123,37 @@ class EditForm:
     load: Callable[[int], Awaitable[dict[str, Any]]]
     context: Callable[..., Awaitable[dict[str, Any]]]
 
+    async def load_for(self, record_id: int, access: Access, action: str) -> Any:
+        """Load the record, raising NotFound outside the read scope and 403
+        when ``action`` is not allowed on it."""
+        record = await self.load(record_id)
+        require_record(access, self.record_type, action, record)
+        return redact(access, self.record_type, record)
+
+    async def render(self, record_id: int, access: Access) -> Template:
+        """Render the record's edit form, raising as ``load_for`` does when the
+        viewer may not edit the record."""
+        record = await self.load_for(record_id, access, "edit")
+        return Template(
+            self.template, context={"form": await self.context(record, access)}
+        )
+
     async def save(
-        self, record_id: int, data: dict[str, Any], actor_id: int | None
+        self, record_id: int, data: dict[str, Any], actor_id: int, access: Access
     ) -> Template:
-        """Apply a posted form and return the form with its conflicts or its error."""
+        """Apply a posted form and return the form with its conflicts or its error.
+
+        A posted field that is hidden from or read-only for the viewer
+        rejects the whole edit with 422, naming the field.
+        """
+        await self.load_for(record_id, access, "edit")
         try:
+            submitted = [
+                name
+                for name in self.editable
+                if name in data or BASE_PREFIX + name in data
+            ]
+            check_writable(access, self.record_type, submitted)
             edits = form_edits(data, self.editable, self.parse)
             result = await self.update(record_id, edits, actor_id)
         except FieldError as error:
@@ -137,12 +165,32 @@ class EditForm:
                 actor_id,
                 error.field,
             )
-            record = await self.load(record_id)
-            context = await self.context(record, typed=data, error=error)
+            record = await self.load_for(record_id, access, "read")
+            context = await self.context(record, access, typed=data, error=error)
             return Template(self.template, context={"form": context}, status_code=422)
 
-        record = await self.load(record_id)
+        record = await self.load_for(record_id, access, "read")
         context = await self.context(
-            record, typed=data, conflicts=result.conflicts, saved=bool(result.applied)
+            record,
+            access,
+            typed=data,
+            conflicts=result.conflicts,
+            saved=bool(result.applied),
         )
         return Template(self.template, context={"form": context})
+
+
+def form_fields(
+    access: Access, record_type: str, fields: tuple[str, ...]
+) -> dict[str, Any]:
+    """Return which of a form's fields the viewer sees and which they change."""
+    return {
+        "writable": writable(access, record_type, fields),
+        "read_only": tuple(
+            name
+            for name in fields
+            if access.can_see(record_type, name)
+            and not access.can_write(record_type, name)
+        ),
+        "hidden": access.hidden_fields(record_type),
+    }

@@ -21,17 +21,19 @@ import hashlib
 import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
-from litestar import Litestar, WebSocket, websocket
+from litestar import Litestar, WebSocket, get, websocket
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import FromQuery
+from litestar.params import FromQuery, QueryParameter
 
+from app.access.guards import SIGNED_IN
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter
 from app.errors import FieldError, NotFound
@@ -43,8 +45,14 @@ from app.events.service import (
     stream_positions,
 )
 from realtime.bus import Bus, consume
-from realtime.hub import SESSION_ENDED, Client, Hub
-from realtime.messages import Viewer
+from realtime.hub import (
+    ACCESS_CHANGED,
+    SESSION_ENDED,
+    USER_DEACTIVATED,
+    Client,
+    Hub,
+)
+from realtime.messages import Event, Viewer
 from realtime.presence import Presence, PresenceTracker
 from realtime.resume import catch_up, repair_behind
 
@@ -62,19 +70,27 @@ MAX_MESSAGE_BYTES = 8192
 SESSION_COOKIE = "session"
 FIELD_NAME = re.compile(r"[a-z_]{1,40}")
 RELAY_INTERVAL = 1.0
+# How often the sessions of open sockets are checked for having ended or
+# timed out. Sign-out closes its sockets at once; this catches timeouts.
+SESSION_CHECK_INTERVAL = float(os.environ.get("CRM_SESSION_CHECK_INTERVAL", "30"))
 # Sockets are checked for missed events every this many relay intervals.
 REPAIR_EVERY = 3
 # Tells the page that the replay is over and it shows the present.
 READY_FRAME = "#ready\n"
 
 
+# A sequence number as pages send it: a stream's numbers are PostgreSQL
+# bigints, so anything outside them is refused before it reaches a query.
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class Resume(msgspec.Struct, tag="resume"):
-    streams: dict[str, int]
+    streams: dict[str, Position]
 
 
 class Replay(msgspec.Struct, tag="replay"):
     stream: str
-    after: int
+    after: Position
 
 
 class PresenceUpdate(msgspec.Struct, tag="presence"):
@@ -88,7 +104,7 @@ ClientMessage = Resume | Replay | PresenceUpdate
 decode_message = msgspec.json.Decoder(ClientMessage).decode
 
 
-@websocket("/live")
+@websocket("/live", opt={"permission": SIGNED_IN})
 async def live_socket(
     socket: WebSocket[CurrentUser, dict[str, Any], State],
     hub: NamedDependency[Hub],
@@ -97,7 +113,10 @@ async def live_socket(
     person: FromQuery[str | None] = None,
     team: FromQuery[str | None] = None,
     resume: FromQuery[bool] = False,
+    view: FromQuery[str | None] = None,
+    shows_presence: Annotated[bool, QueryParameter(name="presence")] = True,
 ) -> None:
+    from app.forecast.live import FORECAST_VIEW, forecast_variant
     from app.web.topics import resolve_topic
 
     user = socket.user
@@ -115,10 +134,17 @@ async def live_socket(
         socket=socket,
         user_id=user.id,
         session=session_digest(socket.cookies.get(SESSION_COOKIE)),
+        shows_presence=shows_presence,
     )
     try:
         board = BoardFilter.parse(person, team)
         variants = [(name, await resolve_topic(name, user, board)) for name in topic]
+        if view == FORECAST_VIEW:
+            # The forecast page follows pipeline streams for their totals.
+            variants = [
+                (name, forecast_variant(value) if name[:9] == "pipeline:" else value)
+                for name, value in variants
+            ]
     except (FieldError, NotFound) as error:
         logger.info(
             "subscription rejected user_id=%s topics=%s: %s", user.id, topic, error
@@ -236,6 +262,48 @@ async def end_session_sockets(session_id: str | None) -> None:
         await publish_control(SESSION_ENDED, {"session": digest})
 
 
+@get(
+    "/live/status",
+    status_code=204,
+    sync_to_thread=False,
+    opt={"permission": SIGNED_IN},
+)
+def live_status() -> None:
+    """Return 204 while the session lasts and 401 after it ended.
+
+    A socket rejected at its handshake looks to the page like a network
+    failure. The page requests this URL, so that a tab that missed its sign-out
+    (it was offline, or the session timed out) goes to the sign-in page
+    rather than retrying forever.
+    """
+
+
+async def close_ended_sessions(app: Litestar, hub: Hub) -> int:
+    """Close the local sockets whose sessions ended; return how many sessions."""
+    from app.auth.sessions import SessionIndex
+
+    settings = app.state.settings
+    index = SessionIndex(app.state.redis, settings.redis_prefix)
+    pairs = [
+        (client.user_id, client.session) for client in hub.clients if client.session
+    ]
+    ended = await index.ended(pairs, settings.sign_in, time.time())
+    for digest in ended:
+        hub.end_session(digest)
+    if ended:
+        logger.info("closed sockets of ended sessions count=%d", len(ended))
+    return len(ended)
+
+
+async def watch_sessions_forever(app: Litestar, hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(SESSION_CHECK_INTERVAL)
+        try:
+            await close_ended_sessions(app, hub)
+        except Exception:
+            logger.exception("checking the sessions of open sockets failed")
+
+
 def provide_hub(socket: WebSocket[Any, Any, Any]) -> Hub:
     hub: Hub = socket.app.state.hub
     return hub
@@ -268,6 +336,8 @@ async def relay_forever(hub: Hub, interval: float = RELAY_INTERVAL) -> None:
 async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Subscribe this process to the bus for as long as the app runs."""
     from app.accounts.live import render_account_page, snapshot_account_page
+    from app.api.events import render_api_event, snapshot_api_stream
+    from app.campaigns.live import render_campaign, snapshot_campaign
     from app.contacts.live import render_contact_page, snapshot_contact_page
     from app.deals.live import (
         render_deal_page,
@@ -275,7 +345,15 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         snapshot_deal_page,
         snapshot_pipeline,
     )
+    from app.forecast.live import with_forecast
     from app.imports.live import render_import, snapshot_import
+    from app.leads.live import (
+        render_lead_board,
+        render_lead_list,
+        render_lead_page,
+        snapshot_lead_board,
+        snapshot_lead_page,
+    )
     from app.tickets.live import (
         render_ticket_board,
         render_ticket_page,
@@ -283,34 +361,65 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         snapshot_ticket_page,
     )
     from app.web.presence import render_presence
+    from app.workflows.live import (
+        render_notification,
+        render_timer_plan,
+        snapshot_timer_plan,
+    )
 
     settings = app.state.settings
     bus = Bus(app.state.redis, settings.redis_prefix)
     hub = Hub()
-    hub.register("pipeline", render_pipeline, snapshot_pipeline)
+    hub.register("pipeline", *with_forecast(render_pipeline, snapshot_pipeline))
     hub.register("deal", render_deal_page, snapshot_deal_page)
     hub.register("tickets", render_ticket_board, snapshot_ticket_board)
     hub.register("ticket", render_ticket_page, snapshot_ticket_page)
     hub.register("account", render_account_page, snapshot_account_page)
     hub.register("contact", render_contact_page, snapshot_contact_page)
     hub.register("import", render_import, snapshot_import)
+    hub.register("lead", render_lead_page, snapshot_lead_page)
+    hub.register("leads", render_lead_list)
+    hub.register("lead-board", render_lead_board, snapshot_lead_board)
+    hub.register("user", render_notification)
+    hub.register("campaign", render_campaign, snapshot_campaign)
+    hub.register("workflow-rule", render_timer_plan, snapshot_timer_plan)
+    hub.register("*", render_api_event, snapshot_api_stream)
     app.state.hub = hub
     app.state.presence = PresenceTracker(
-        Presence(app.state.redis, settings.redis_prefix), bus, hub, render_presence
+        Presence(app.state.redis, settings.redis_prefix),
+        bus,
+        hub,
+        render_presence,
+        # Each page's own notification stream has no one else on it, and
+        # API sockets ("*") show no one's presence.
+        private_families=frozenset({"user", "*"}),
     )
     set_bus(bus)
 
     ready = asyncio.Event()
-    consumer = asyncio.create_task(consume(bus, hub.dispatch, ready))
+    users = app.state.users
+
+    async def dispatch(event: Event) -> int:
+        if event.kind in (ACCESS_CHANGED, USER_DEACTIVATED):
+            # Forgotten before the hub closes the user's sockets, so that
+            # the pages reconnect with the user as they are now.
+            user_id = event.changes.get("user_id")
+            users.forget(user_id if isinstance(user_id, int) else None)
+        return await hub.dispatch(event)
+
+    consumer = asyncio.create_task(consume(bus, dispatch, ready))
     relay = asyncio.create_task(relay_forever(hub))
     heartbeat = asyncio.create_task(app.state.presence.heartbeat_forever())
     parked = asyncio.create_task(hub.flush_parked_forever())
+    sessions = asyncio.create_task(watch_sessions_forever(app, hub))
     await asyncio.wait_for(ready.wait(), timeout=10)
     try:
         yield
     finally:
         hub.close_all()
-        for task in (consumer, relay, heartbeat, parked):
+        with contextlib.suppress(Exception):
+            await app.state.presence.close()
+        for task in (consumer, relay, heartbeat, parked, sessions):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

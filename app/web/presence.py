@@ -18,6 +18,10 @@ RECORD_FIELDS = {
 }
 
 
+# Avatars shown on a page; the rest are counted ("+40").
+SHOWN_VIEWERS = 12
+
+
 def presence_slug(topic: str) -> str:
     return topic.replace(":", "-")
 
@@ -31,7 +35,8 @@ def render_presence(topic: str, viewers: list[Viewer]) -> str:
     return render(
         "_presence.html",
         slug=presence_slug(topic),
-        viewers=viewers,
+        viewers=viewers[:SHOWN_VIEWERS],
+        more=max(0, len(viewers) - SHOWN_VIEWERS),
         editors=editors,
         typists=[viewer for viewer in viewers if viewer.typing],
         is_record=bool(fields),

@@ -9,6 +9,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.sanitize import rich_text
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "app" / "static"
@@ -94,8 +96,34 @@ def build_environment() -> Environment:
         form_value=form_value,
         label=label,
         initials=initials,
+        rich_text=rich_text,
     )
+    environment.globals["may"] = may
+    environment.globals["forecast_category_label"] = forecast_category_label
+    environment.globals["forecast_category_choices"] = forecast_category_choices
     return environment
+
+
+def forecast_category_label(category: str | None, stage_probability: int | None) -> str:
+    """Return the words for a deal's category, or for its stage's when it has none."""
+    # Imported here because app.forecast imports this module.
+    from app.forecast.figures import CATEGORY_LABELS, stage_category
+
+    return CATEGORY_LABELS[category or stage_category(stage_probability or 0)]
+
+
+def forecast_category_choices() -> list[tuple[str, str]]:
+    from app.forecast.figures import CATEGORY_LABELS
+
+    return list(CATEGORY_LABELS.items())
+
+
+def may(user: Any, permission: str) -> bool:
+    """Return whether the signed-in ``user`` has a route permission, for menus."""
+    from app.access.guards import allows
+
+    access = getattr(user, "access", None)
+    return access is not None and allows(access, permission)
 
 
 environment = build_environment()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -52,11 +54,16 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def signed_in_page(
-    browser: Browser, server: WebServer, email: str
+    browser: Browser, server: WebServer, email: str, scripts: bool = True
 ) -> tuple[BrowserContext, Page]:
-    """Open a new browser context (its own cookies) and sign in."""
+    """Open a new browser context (its own cookies) and sign in.
+
+    ``scripts`` False opens the pages with JavaScript turned off.
+    """
     context = await browser.new_context(
-        base_url=server.url, viewport={"width": 1400, "height": 900}
+        base_url=server.url,
+        viewport={"width": 1400, "height": 900},
+        java_script_enabled=scripts,
     )
     context.set_default_timeout(10_000)
     page = await context.new_page()
@@ -68,16 +75,42 @@ async def signed_in_page(
     return context, page
 
 
+async def wait_until(
+    page: Page, expression: str, arg: Any = None, timeout_ms: float = 10_000
+) -> None:
+    """Poll ``expression`` in the page until it returns a truthy value.
+
+    ``page.wait_for_function`` evaluates its predicate with ``eval`` inside
+    the page, which the site's Content-Security-Policy blocks, while
+    ``page.evaluate`` is not subject to it (Playwright issue 7395).
+    """
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            # Polling is the point: the page has no event to wait on.
+            while not await page.evaluate(expression, arg):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise TimeoutError(
+            f"{expression!r} still false after {timeout_ms:.0f} ms"
+        ) from None
+
+
 async def wait_live(page: Page) -> None:
     """Wait until the page's websocket is open."""
-    await page.wait_for_function("document.body.dataset.live === 'open'")
+    await wait_until(page, "() => document.body.dataset.live === 'open'")
 
 
-async def drag(page: Page, source: str, target: str) -> None:
+async def drag(
+    page: Page,
+    source: str,
+    target: str,
+    while_held: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Drag ``source`` into the ``target`` list the way a person does.
 
     SortableJS samples the pointer on a timer, so the pointer moves in small
     steps with short pauses and rests over the target before it is released.
+    ``while_held`` runs with the card over the target, before the release.
     """
     source_box = await page.locator(source).bounding_box()
     target_box = await page.locator(target).bounding_box()
@@ -99,4 +132,6 @@ async def drag(page: Page, source: str, target: str) -> None:
         )
         await page.wait_for_timeout(25)
     await page.wait_for_timeout(150)
+    if while_held is not None:
+        await while_held()
     await page.mouse.up()

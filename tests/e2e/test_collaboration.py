@@ -120,3 +120,23 @@ async def test_field_conflict_shows_the_panel(browser, server) -> None:
     ).wait_for()
     await first_context.close()
     await second_context.close()
+
+
+async def test_missed_sign_out_opens_login(browser, server) -> None:
+    from app.auth.sessions import end_all_sessions
+
+    pipeline = await make_pipeline()
+    user = await make_user()
+    context, page = await signed_in_page(browser, server, user.email)
+    board = f"/pipelines/{pipeline['id']}"
+    await page.goto(board)
+    await wait_live(page)
+
+    await context.set_offline(True)
+    await page.locator("#live-status").wait_for(state="visible")
+    # Signed out everywhere while this tab could not hear of it.
+    await end_all_sessions(user.id)
+    await context.set_offline(False)
+
+    await page.wait_for_url(f"**/login?next={board.replace('/', '%2F')}", timeout=10000)
+    await context.close()

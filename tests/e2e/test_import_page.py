@@ -6,7 +6,7 @@ import pytest
 
 from app.deals.tables import Deal
 from tests.conftest import datasets_dir
-from tests.e2e.conftest import signed_in_page
+from tests.e2e.conftest import signed_in_page, wait_live
 from tests.factories import make_user
 from tests.servers import worker_process
 
@@ -36,7 +36,7 @@ async def test_upload_imports_with_live_progress(browser, server) -> None:
             "window.pushed = 0;"
             "document.addEventListener('htmx:wsAfterMessage', () => window.pushed++)"
         )
-        await page.wait_for_function("document.body.dataset.live === 'open'")
+        await wait_live(page)
 
         # The progress section is replaced by pushed fragments until it is done.
         await page.locator("[data-state=done]").wait_for(timeout=60_000)

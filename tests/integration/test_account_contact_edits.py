@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from app.accounts.tables import Account
 from app.contacts.tables import Contact
+from app.encryption.columns import decrypt_row
 from app.events.tables import Event
 from tests.browserless import Session
 from tests.factories import make_user
@@ -68,7 +69,8 @@ async def stored_account(account_id: int) -> dict[str, Any]:
 
 
 async def stored_contact(contact_id: int) -> dict[str, Any]:
-    return await Contact.select().where(Contact.id == contact_id).first()
+    row = await Contact.select().where(Contact.id == contact_id).first()
+    return decrypt_row(Contact, row)
 
 
 async def signed_in(server, name: str | None = None) -> tuple[Session, Any]:

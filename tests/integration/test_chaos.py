@@ -258,7 +258,7 @@ async def seed(database_url: str, rng: random.Random) -> Seeded:
             user_ids.append(
                 await connection.fetchval(
                     "INSERT INTO app_user (email, name, role, password_hash, active) "
-                    "VALUES ($1, $2, 'sales_rep', $3, true) RETURNING id",
+                    "VALUES ($1, $2, 'admin', $3, true) RETURNING id",
                     email,
                     email.partition("@")[0].title(),
                     password_hash,

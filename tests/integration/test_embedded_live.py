@@ -53,7 +53,7 @@ async def test_embedded_servers_serve_a_live_change(embedded_env) -> None:
     crm("migrate", env=embedded_env)
     crm("migrate", env=embedded_env)
     demo = crm("demo", env=embedded_env)
-    email, password = re.search(r"sales_rep\s+(\S+)\s+(\S+)", demo).groups()
+    email, password = re.search(r"admin\s+(\S+)\s+(\S+)", demo).groups()
 
     port = free_port()
     server = subprocess.Popen(  # noqa: ASYNC220 - a child that outlives the call

@@ -3,6 +3,7 @@ import uuid
 import pytest
 
 from app.events.service import (
+    ALL_EVENTS_STREAM,
     change_set,
     events_after,
     relay_unpublished,
@@ -24,8 +25,9 @@ async def test_change_set_numbers_events_per_stream() -> None:
 
     first, second = changes.events
     assert first.id < second.id
-    assert first.seqs == {board: 1, record: 1}
-    assert second.seqs == {board: 2}
+    # Every event is also numbered in the stream of all events.
+    assert first.seqs == {board: 1, record: 1, ALL_EVENTS_STREAM: first.seqs["*"]}
+    assert second.seqs == {board: 2, ALL_EVENTS_STREAM: first.seqs["*"] + 1}
     assert first.changes == {"amount": [1, 2]}
     unused = stream("x")
     positions = await stream_positions([board, record, unused])
@@ -35,6 +37,7 @@ async def test_change_set_numbers_events_per_stream() -> None:
 async def test_rolled_back_change_leaves_no_gap() -> None:
     board = stream("pipeline")
     before = await Event.count()
+    records_before = (await stream_positions([ALL_EVENTS_STREAM]))[ALL_EVENTS_STREAM]
 
     with pytest.raises(RuntimeError):
         async with change_set() as changes:
@@ -46,7 +49,7 @@ async def test_rolled_back_change_leaves_no_gap() -> None:
         changes.add("deal.updated", "deal", 1, [board])
 
     assert await Event.count() == before + 1
-    assert changes.events[0].seqs == {board: 1}
+    assert changes.events[0].seqs == {board: 1, ALL_EVENTS_STREAM: records_before + 1}
 
 
 async def test_events_after_replays_in_order() -> None:

@@ -255,3 +255,17 @@ async def test_unknown_ticket_status_is_refused(server) -> None:
     assert "Status &#39;lost&#39; must be one of" in response.text
     assert "afterbegin:#status-new-cards" in response.text
     await session.close()
+
+
+async def test_blank_comment_returns_the_form_with_its_reason(server) -> None:
+    user = await make_user()
+    ticket_id = await make_ticket()
+    session = Session(server.url)
+    await session.sign_in(user.email)
+
+    response = await session.post(f"/tickets/{ticket_id}/comments", {"body": "   "})
+
+    assert response.status_code == 422
+    assert '<form class="comment-form"' in response.text
+    assert "The comment must not be empty." in response.text
+    await session.close()

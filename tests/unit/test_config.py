@@ -6,6 +6,7 @@ VALID = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/crm",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "SECRET_KEY": "s3cret",
+    "CRM_ENCRYPTION_KEYS": "test:" + "A" * 43,
 }
 
 
@@ -63,3 +64,11 @@ def test_generated_secret_is_kept(tmp_path) -> None:
 
     assert first == second
     assert len(first) >= 32
+
+
+def test_invalid_url_error_hides_its_password() -> None:
+    env = {**VALID, "DATABASE_URL": "mysql://crm:s3cretpw@127.0.0.1/crm"}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert "s3cretpw" not in str(caught.value)
+    assert "mysql://crm:***@127.0.0.1/crm" in str(caught.value)

@@ -1,0 +1,1 @@
+"""Who may see and change what: roles, scopes and the guards that apply them."""

@@ -1,0 +1,1 @@
+"""Assigning tickets and deals to the agents of a team."""

@@ -1,0 +1,1 @@
+"""Email campaigns: a segment, a template, a schedule and a sending rate."""

@@ -1,0 +1,1 @@
+"""Email to and from tickets: inbound messages, agent replies, reply templates."""

@@ -1,0 +1,1 @@
+"""Encryption at rest of sensitive columns with AES-GCM (see docs/security.md)."""

@@ -1,0 +1,1 @@
+"""Sales forecast: calibrated win probabilities, quotas and snapshots."""

@@ -1,0 +1,1 @@
+"""Leads: people who may become customers, before they are contacts and deals."""

@@ -1,0 +1,1 @@
+"""Service level agreements: business-hours calendars, policies and ticket clocks."""

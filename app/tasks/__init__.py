@@ -1,0 +1,1 @@
+"""Follow-up tasks on deals and tickets."""

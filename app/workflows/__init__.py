@@ -1,0 +1,1 @@
+"""Workflow rules: the triggers, conditions and actions admins define."""

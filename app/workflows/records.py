@@ -1,0 +1,287 @@
+"""The record types rules apply to, and how a rule reads and changes each one.
+
+A later type plugs in by adding a ``RecordType`` to ``RECORD_TYPES``: its
+table, the fields a rule may read and set, how a set value is parsed and
+checked, and the streams its events go to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from piccolo.table import Table
+
+from app.accounts import service as accounts
+from app.accounts.tables import Account
+from app.contacts import service as contacts
+from app.contacts.tables import Contact
+from app.deals import service as deals
+from app.deals.tables import Deal
+from app.encryption.columns import decrypt_row
+from app.leads import service as leads
+from app.leads.tables import Lead
+from app.merge import Edit
+from app.tickets import service as tickets
+from app.tickets.tables import Ticket
+
+
+async def no_check(record: dict[str, Any], values: dict[str, Any]) -> None:
+    return None
+
+
+async def check_deal(record: dict[str, Any], values: dict[str, Any]) -> None:
+    await deals.check_references(record["pipeline"], values)
+    await deals.check_stage_change(record, values)
+
+
+async def check_ticket(record: dict[str, Any], values: dict[str, Any]) -> None:
+    await tickets.check_assignee(values)
+
+
+async def check_account(record: dict[str, Any], values: dict[str, Any]) -> None:
+    checked = accounts.check_changed_values(
+        {name: Edit(base=record.get(name), new=value) for name, value in values.items()}
+    )
+    await accounts.check_owner({name: edit.new for name, edit in checked.items()})
+    values.update({name: edit.new for name, edit in checked.items()})
+
+
+async def check_contact(record: dict[str, Any], values: dict[str, Any]) -> None:
+    checked = await contacts.checked_edits(
+        {name: Edit(base=record.get(name), new=value) for name, value in values.items()}
+    )
+    values.update({name: edit.new for name, edit in checked.items()})
+
+
+async def check_lead(record: dict[str, Any], values: dict[str, Any]) -> None:
+    checked = await leads.checked_edits(
+        {name: Edit(base=record.get(name), new=value) for name, value in values.items()}
+    )
+    values.update({name: edit.new for name, edit in checked.items()})
+
+
+def lead_topics(record: dict[str, Any]) -> list[str]:
+    return leads.lead_topics(record["id"])
+
+
+def deal_topics(record: dict[str, Any]) -> list[str]:
+    return deals.deal_topics(record)
+
+
+def ticket_topics(record: dict[str, Any]) -> list[str]:
+    return tickets.ticket_topics(record["id"])
+
+
+def account_topics(record: dict[str, Any]) -> list[str]:
+    return accounts.account_topics(record["id"])
+
+
+def contact_topics(record: dict[str, Any]) -> list[str]:
+    topics = [f"contact:{record['id']}"]
+    if record.get("account") is not None:
+        topics.append(f"account:{record['account']}")
+    return topics
+
+
+TICKET_DERIVED = """
+SELECT
+    (SELECT count(*) FROM email_attachment a WHERE a.ticket = {}) AS attachments,
+    (SELECT c.body FROM comment c WHERE c.ticket = {} AND NOT c.internal
+     ORDER BY c.id LIMIT 1) AS first_comment
+"""
+
+
+async def ticket_derived(ticket_id: int) -> dict[str, Any]:
+    """Return the attachments received with a ticket's mail and the HTML of
+    its first public comment (its first message, for a ticket from email)."""
+    rows = await Ticket.raw(TICKET_DERIVED, ticket_id, ticket_id)
+    return {
+        "attachments": int(rows[0]["attachments"]),
+        "first_comment": rows[0]["first_comment"] or "",
+    }
+
+
+@dataclass(frozen=True)
+class RecordType:
+    """A kind of record that rules can be written for.
+
+    ``readable`` are the fields conditions and placeholders may use;
+    ``editable`` those the set and clear actions may change, parsed by
+    ``parse`` from text and checked by ``check`` against the record.
+    ``owner_field`` and ``team_field`` are what the assign action sets.
+    ``date_fields`` are what a time-based trigger may count from.
+    ``also_set`` are the columns written with a changed field, as in the
+    record's service. ``stage_field`` is the stage or status column.
+    """
+
+    name: str
+    label: str
+    table: type[Table]
+    readable: tuple[str, ...]
+    editable: tuple[str, ...]
+    parse: Callable[[str, str | None], Any]
+    check: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]]
+    topics: Callable[[dict[str, Any]], list[str]]
+    owner_field: str | None = None
+    team_field: str | None = None
+    stage_field: str | None = None
+    date_fields: tuple[str, ...] = ("created_at", "updated_at")
+    also_set: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Comments, notes and tasks belong only to deals and tickets.
+    has_comments: bool = False
+    has_tags: bool = False
+    # Where the send_email action finds the record's requester: a contact id
+    # column (``contact_field``) or the record's own address (``email_field``).
+    contact_field: str | None = None
+    email_field: str | None = None
+    # Read-only fields computed from other tables, added by ``load_record``.
+    derived: Callable[[int], Awaitable[dict[str, Any]]] | None = None
+
+
+RECORD_TYPES: dict[str, RecordType] = {
+    kind.name: kind
+    for kind in (
+        RecordType(
+            name="deal",
+            label="Deals",
+            table=Deal,
+            readable=(
+                "id",
+                "name",
+                "amount",
+                "close_date",
+                "owner",
+                "team",
+                "stage",
+                "pipeline",
+                "account",
+                "contact",
+                "tags",
+                "created_at",
+                "updated_at",
+            ),
+            editable=deals.EDITABLE,
+            parse=deals.parse_deal_field,
+            check=check_deal,
+            topics=deal_topics,
+            owner_field="owner",
+            team_field="team",
+            stage_field="stage",
+            date_fields=("created_at", "updated_at", "close_date", "stage_entered_at"),
+            also_set={"stage": ("stage_entered_at",)},
+            contact_field="contact",
+            has_comments=True,
+            has_tags=True,
+        ),
+        RecordType(
+            name="ticket",
+            label="Tickets",
+            table=Ticket,
+            readable=(
+                "id",
+                "subject",
+                "description",
+                "status",
+                "priority",
+                "assignee",
+                "team",
+                "type",
+                "channel",
+                "requester",
+                "account",
+                "tags",
+                "attachments",
+                "first_comment",
+                "created_at",
+                "updated_at",
+            ),
+            editable=tickets.EDITABLE,
+            parse=tickets.parse_ticket_field,
+            check=check_ticket,
+            topics=ticket_topics,
+            owner_field="assignee",
+            team_field="team",
+            stage_field="status",
+            date_fields=("created_at", "updated_at", "status_changed_at"),
+            also_set={"status": ("status_changed_at",)},
+            contact_field="requester",
+            has_comments=True,
+            has_tags=True,
+            derived=ticket_derived,
+        ),
+        RecordType(
+            name="account",
+            label="Accounts",
+            table=Account,
+            readable=("id", *accounts.EDITABLE, "created_at", "updated_at"),
+            editable=accounts.EDITABLE,
+            parse=accounts.parse_account_field,
+            check=check_account,
+            topics=account_topics,
+            owner_field="owner",
+        ),
+        RecordType(
+            name="contact",
+            label="Contacts",
+            table=Contact,
+            readable=("id", *contacts.EDITABLE, "created_at", "updated_at"),
+            editable=contacts.EDITABLE,
+            parse=contacts.parse_contact_field,
+            check=check_contact,
+            topics=contact_topics,
+            owner_field="owner",
+            email_field="email",
+        ),
+        RecordType(
+            name="lead",
+            label="Leads",
+            table=Lead,
+            readable=("id", *leads.EDITABLE, "score", "created_at", "updated_at"),
+            editable=leads.EDITABLE,
+            parse=leads.parse_lead_field,
+            check=check_lead,
+            topics=lead_topics,
+            owner_field="owner",
+            stage_field="status",
+            email_field="email",
+        ),
+    )
+}
+
+
+async def load_record(record_type: RecordType, record_id: int) -> dict[str, Any] | None:
+    """Read every column of one record, decrypted, in the current transaction."""
+    table = record_type.table
+    row = await table.raw(
+        f"SELECT * FROM {table._meta.tablename} WHERE id = {{}}", record_id
+    )
+    if not row:
+        return None
+    return await complete_record(record_type, row[0])
+
+
+async def load_records_after(
+    record_type: RecordType, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Read up to ``limit`` records with ids above ``after_id``, in id order,
+    as ``load_record`` reads one."""
+    table = record_type.table
+    rows = await table.raw(
+        f"SELECT * FROM {table._meta.tablename} WHERE id > {{}} ORDER BY id LIMIT {{}}",
+        after_id,
+        limit,
+    )
+    return [await complete_record(record_type, row) for row in rows]
+
+
+async def complete_record(
+    record_type: RecordType, row: dict[str, Any]
+) -> dict[str, Any]:
+    record = dict(row)
+    decrypt_row(record_type.table, record)
+    record["tags"] = list(record.get("tags") or [])
+    if record_type.derived is not None:
+        record.update(await record_type.derived(record["id"]))
+    return record

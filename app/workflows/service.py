@@ -1,0 +1,401 @@
+"""Saving, switching, ordering and reading workflow rules and their runs.
+
+Every save of a rule writes a new immutable version and points the rule at
+it; runs already started keep the version they loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from app import fields
+from app.errors import FieldError, NotFound
+from app.events.service import change_set
+from app.pagination import Page, PageRequest
+from app.workflows.engine import LoadedRule, cached_definition
+from app.workflows.mail import check_template_for
+from app.workflows.planning import NO_TIMERS, TimerCounts, count_timers, prepare_plan
+from app.workflows.records import RECORD_TYPES
+from app.workflows.schema import (
+    RuleDefinition,
+    decode_definition,
+    encode_definition,
+    parse_definition,
+    readable_path,
+)
+from app.workflows.tables import WorkflowRule
+from app.workflows.timers import schedule_rule
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME = 200
+RUN_OUTCOMES_SHOWN = ("all", "failures")
+
+
+def check_object_type(object_type: str) -> str:
+    if object_type not in RECORD_TYPES:
+        raise FieldError(
+            "object_type",
+            object_type,
+            f"is not a workflow object type; use one of {', '.join(RECORD_TYPES)}",
+        )
+    return object_type
+
+
+def check_name(raw: str) -> str:
+    return fields.text("name", raw, required=True, max_length=MAX_NAME)
+
+
+async def save_rule(
+    rule_id: int | None,
+    object_type: str,
+    name: str,
+    definition: Any,
+    actor_id: int | None,
+) -> int:
+    """Create a rule (``rule_id`` None, disabled) or save a new version of one.
+
+    ``definition`` is plain data for ``RuleDefinition``. Raises FieldError
+    naming the field, and NotFound for an unknown rule, before writing.
+    """
+    check_object_type(object_type)
+    clean_name = check_name(name)
+    parsed = parse_definition(object_type, definition)
+    try:
+        await check_references(object_type, parsed)
+    except FieldError as error:
+        error.label = readable_path(error.field)
+        raise
+    text = encode_definition(parsed)
+
+    async with change_set(actor_id) as changes:
+        if rule_id is None:
+            rows = await WorkflowRule.raw(
+                "INSERT INTO workflow_rule "
+                "(object_type, name, trigger_kind, position, created_by) "
+                "VALUES ({}, {}, {}, (SELECT coalesce(max(position), 0) + 1 "
+                "FROM workflow_rule WHERE object_type = {}), {}) RETURNING id",
+                object_type,
+                clean_name,
+                parsed.trigger.kind,
+                object_type,
+                actor_id,
+            )
+            rule_id = int(rows[0]["id"])
+            version = 1
+            kind = "workflow_rule.created"
+            changed: dict[str, list[Any]] = {
+                "object_type": [None, object_type],
+                "name": [None, clean_name],
+            }
+        else:
+            rows = await WorkflowRule.raw(
+                "UPDATE workflow_rule AS r SET name = {}, trigger_kind = {}, "
+                "current_version = r.current_version + 1, updated_at = now() "
+                "FROM workflow_rule AS old WHERE r.id = old.id AND r.id = {} "
+                "AND r.object_type = {} "
+                "RETURNING r.current_version, old.name AS old_name",
+                clean_name,
+                parsed.trigger.kind,
+                rule_id,
+                object_type,
+            )
+            if not rows:
+                raise NotFound("workflow rule", rule_id)
+            version = int(rows[0]["current_version"])
+            kind = "workflow_rule.updated"
+            changed = {"name": [rows[0]["old_name"], clean_name]}
+        changed["version"] = [version - 1 or None, version]
+        changed["definition"] = [None, json.loads(text)]
+        await WorkflowRule.raw(
+            "INSERT INTO workflow_rule_version (rule, version, definition, created_by) "
+            "VALUES ({}, {}, {}::jsonb, {})",
+            rule_id,
+            version,
+            text,
+            actor_id,
+        )
+        await schedule_rule(rule_id)
+        await prepare_plan(rule_id, actor_id, changes)
+        changes.add(kind, "workflow_rule", rule_id, [], changed)
+
+    logger.info(
+        "workflow rule saved rule_id=%s version=%s user_id=%s",
+        rule_id,
+        version,
+        actor_id,
+    )
+    return rule_id
+
+
+async def check_references(object_type: str, definition: RuleDefinition) -> None:
+    """Raise FieldError for a calendar, reply template, user or team that does
+    not exist, a deactivated user, a team with no active user to notify, or
+    a template that uses values the record type lacks."""
+    record_type = RECORD_TYPES[object_type]
+    calendar_id = definition.trigger.calendar_id
+    if calendar_id is not None:
+        found = await WorkflowRule.raw(
+            "SELECT id FROM sla_calendar WHERE id = {}", calendar_id
+        )
+        if not found:
+            raise FieldError(
+                "trigger.calendar_id",
+                calendar_id,
+                "is not a business calendar; see /admin/sla/calendars",
+            )
+    for index, action in enumerate(definition.actions):
+        path = f"actions.{index}"
+        if action.kind in ("notify", "create_task") and action.user_id is not None:
+            await check_user(f"{path}.user_id", action.user_id)
+        if action.kind in ("notify", "assign") and action.team_id is not None:
+            await check_team(f"{path}.team_id", action.team_id, action.kind)
+        if action.template_id is None:
+            continue
+        found = await WorkflowRule.raw(
+            "SELECT id, body FROM reply_template WHERE id = {}", action.template_id
+        )
+        if not found:
+            raise FieldError(
+                f"actions.{index}.template_id",
+                action.template_id,
+                "is not a reply template; see /admin/email-templates",
+            )
+        try:
+            check_template_for(record_type, found[0]["body"])
+        except FieldError as error:
+            raise FieldError(
+                f"actions.{index}.template_id",
+                action.template_id,
+                f"cannot be used on {record_type.name}s: {error.reason}",
+            ) from None
+
+
+async def check_user(path: str, user_id: int) -> None:
+    """Raise FieldError unless ``user_id`` is an active user."""
+    found = await WorkflowRule.raw("SELECT active FROM app_user WHERE id = {}", user_id)
+    if not found:
+        raise FieldError(path, user_id, "is not a user")
+    if not found[0]["active"]:
+        raise FieldError(path, user_id, "is a deactivated user; choose an active user")
+
+
+async def check_team(path: str, team_id: int, kind: str) -> None:
+    """Raise FieldError unless ``team_id`` is a team, and for a notification
+    unless the team has an active user to send it to.
+
+    The members are counted as the notify action finds them at run time: the
+    users whose team it is, and the team's extra members.
+    """
+    found = await WorkflowRule.raw(
+        "SELECT t.id, EXISTS (SELECT 1 FROM app_user AS u WHERE u.active "
+        "AND (u.team = t.id OR u.id IN "
+        '(SELECT m."user" FROM team_member AS m WHERE m.team = t.id))) AS staffed '
+        "FROM team AS t WHERE t.id = {}",
+        team_id,
+    )
+    if not found:
+        raise FieldError(path, team_id, "is not a team; see /admin/teams")
+    if kind == "notify" and not found[0]["staffed"]:
+        raise FieldError(
+            path, team_id, "is a team without active users; add one or choose another"
+        )
+
+
+async def set_enabled(rule_id: int, enabled: bool, actor_id: int | None) -> None:
+    async with change_set(actor_id) as changes:
+        rows = await WorkflowRule.raw(
+            "UPDATE workflow_rule AS r SET enabled = {}, updated_at = now() "
+            "FROM workflow_rule AS old WHERE r.id = old.id AND r.id = {} "
+            "RETURNING old.enabled AS was_enabled",
+            enabled,
+            rule_id,
+        )
+        if not rows:
+            raise NotFound("workflow rule", rule_id)
+        await schedule_rule(rule_id)
+        await prepare_plan(rule_id, actor_id, changes)
+        changes.add(
+            "workflow_rule.updated",
+            "workflow_rule",
+            rule_id,
+            [],
+            {"enabled": [rows[0]["was_enabled"], enabled]},
+        )
+    logger.info(
+        "workflow rule %s rule_id=%s user_id=%s",
+        "enabled" if enabled else "disabled",
+        rule_id,
+        actor_id,
+    )
+
+
+async def count_planned_timers(
+    rule_id: int | None, object_type: str, definition: Any
+) -> TimerCounts:
+    """Count the timers that saving ``definition`` would set for existing
+    records, and how many of them would be due at once.
+
+    Only an enabled rule sets them, so a new rule (``rule_id`` None) or a
+    disabled one counts none. Raises FieldError as ``save_rule`` does for an
+    invalid definition, and NotFound for an unknown rule.
+    """
+    check_object_type(object_type)
+    parsed = parse_definition(object_type, definition)
+    if rule_id is None or not (await get_rule(rule_id))["enabled"]:
+        return NO_TIMERS
+    return await count_timers(object_type, parsed)
+
+
+async def preview_timers(object_type: str, definition: Any) -> TimerCounts:
+    """Count the timers ``definition`` would set for existing records once
+    enabled, and how many would be due at once; raises FieldError as
+    ``save_rule`` does."""
+    check_object_type(object_type)
+    return await count_timers(object_type, parse_definition(object_type, definition))
+
+
+async def count_enabling_timers(rule_id: int) -> TimerCounts:
+    """Count the timers that enabling the rule at its current version would
+    set for existing records, and how many would be due at once."""
+    rule = await get_rule(rule_id)
+    definition = decode_definition(rule["definition"])
+    return await count_timers(rule["object_type"], definition)
+
+
+async def move_rule(rule_id: int, direction: str, actor_id: int | None) -> None:
+    """Swap a rule with its neighbour above (``up``) or below (``down``)."""
+    if direction not in ("up", "down"):
+        raise FieldError("direction", direction, "must be up or down")
+    async with change_set(actor_id) as changes:
+        rows = await WorkflowRule.raw(
+            "SELECT id, object_type, position FROM workflow_rule WHERE id = {} "
+            "FOR UPDATE",
+            rule_id,
+        )
+        if not rows:
+            raise NotFound("workflow rule", rule_id)
+        rule = rows[0]
+        comparison = "<" if direction == "up" else ">"
+        order = "DESC" if direction == "up" else "ASC"
+        neighbours = await WorkflowRule.raw(
+            "SELECT id, position FROM workflow_rule WHERE object_type = {} "
+            f"AND (position, id) {comparison} ({{}}, {{}}) "
+            f"ORDER BY position {order}, id {order} LIMIT 1 FOR UPDATE",
+            rule["object_type"],
+            rule["position"],
+            rule["id"],
+        )
+        if not neighbours:
+            return
+        other = neighbours[0]
+        # Equal positions would not swap, so the pair gets distinct ones.
+        mine, theirs = other["position"], rule["position"]
+        if mine == theirs:
+            mine = theirs - 1 if direction == "up" else theirs + 1
+        await WorkflowRule.raw(
+            "UPDATE workflow_rule SET position = {} WHERE id = {}", mine, rule["id"]
+        )
+        await WorkflowRule.raw(
+            "UPDATE workflow_rule SET position = {} WHERE id = {}", theirs, other["id"]
+        )
+        for moved_id, before, after in (
+            (rule["id"], rule["position"], mine),
+            (other["id"], other["position"], theirs),
+        ):
+            changes.add(
+                "workflow_rule.updated",
+                "workflow_rule",
+                moved_id,
+                [],
+                {"position": [before, after]},
+            )
+    logger.info(
+        "workflow rule moved rule_id=%s direction=%s user_id=%s",
+        rule_id,
+        direction,
+        actor_id,
+    )
+
+
+async def list_rules(object_type: str, paging: PageRequest) -> Page[dict[str, Any]]:
+    check_object_type(object_type)
+    rows = await WorkflowRule.raw(
+        "SELECT r.id, r.name, r.enabled, r.position, r.current_version, "
+        "r.trigger_kind, r.updated_at, count(*) OVER () AS total, "
+        "(SELECT count(*) FROM rule_run x WHERE x.rule = r.id AND x.outcome "
+        "IN ('failed', 'loop_limit', 'rate_limited') "
+        "AND x.created_at > now() - interval '1 day') AS recent_failures "
+        "FROM workflow_rule r WHERE r.object_type = {} "
+        "ORDER BY r.position, r.id LIMIT {} OFFSET {}",
+        object_type,
+        paging.size,
+        paging.offset,
+    )
+    total = int(rows[0]["total"]) if rows else await count_rules(object_type)
+    return Page(rows=rows, total=total, paging=paging)
+
+
+async def count_rules(object_type: str) -> int:
+    return int(
+        await WorkflowRule.count().where(WorkflowRule.object_type == object_type)
+    )
+
+
+async def get_rule(rule_id: int) -> dict[str, Any]:
+    rows = await WorkflowRule.raw(
+        "SELECT r.*, v.id AS version_id, v.definition::text AS definition "
+        "FROM workflow_rule r JOIN workflow_rule_version v "
+        "ON v.rule = r.id AND v.version = r.current_version WHERE r.id = {}",
+        rule_id,
+    )
+    if not rows:
+        raise NotFound("workflow rule", rule_id)
+    return dict(rows[0])
+
+
+async def load_rule(rule_id: int) -> LoadedRule:
+    """Return a rule at its current version, whether enabled or not."""
+    row = await get_rule(rule_id)
+    return LoadedRule(
+        id=row["id"],
+        name=row["name"],
+        object_type=row["object_type"],
+        version=row["current_version"],
+        version_id=row["version_id"],
+        definition=cached_definition(row["version_id"], row["definition"]),
+    )
+
+
+async def list_runs(
+    rule_id: int, paging: PageRequest, failures_only: bool = False
+) -> Page[dict[str, Any]]:
+    """Return a rule's runs, newest first; with ``failures_only``, only those
+    that failed or were stopped by the loop or rate limit."""
+    failure_filter = (
+        "AND outcome IN ('failed', 'loop_limit', 'rate_limited') "
+        if failures_only
+        else ""
+    )
+    rows = await WorkflowRule.raw(
+        "SELECT id, version, record_type, record_id, trigger, outcome, error, "
+        "actions::text AS actions, depth, duration_ms, created_at, "
+        "count(*) OVER () AS total FROM rule_run "
+        f"WHERE rule = {{}} {failure_filter}"
+        "ORDER BY id DESC LIMIT {} OFFSET {}",
+        rule_id,
+        paging.size,
+        paging.offset,
+    )
+    if rows:
+        total = int(rows[0]["total"])
+    else:
+        counted = await WorkflowRule.raw(
+            "SELECT count(*) AS total FROM rule_run "
+            f"WHERE rule = {{}} {failure_filter}",
+            rule_id,
+        )
+        total = int(counted[0]["total"])
+    return Page(rows=rows, total=total, paging=paging)

@@ -1,0 +1,55 @@
+"""The planning runs that set timers of a time-based rule for existing records."""
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+from piccolo.engine import engine_finder
+
+ID = "2026-12-05T01:66:00:000066"
+VERSION = "1.38.0"
+DESCRIPTION = "Add the timer planning runs of workflow rules"
+
+FORWARDS = [
+    """
+    CREATE TABLE workflow_timer_plan (
+        rule INTEGER PRIMARY KEY REFERENCES workflow_rule (id) ON DELETE CASCADE,
+        rule_version INTEGER NOT NULL
+            REFERENCES workflow_rule_version (id) ON DELETE CASCADE,
+        generation INTEGER NOT NULL DEFAULT 1,
+        state VARCHAR(20) NOT NULL DEFAULT 'queued',
+        done INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        scheduled INTEGER NOT NULL DEFAULT 0,
+        due_now INTEGER NOT NULL DEFAULT 0,
+        done_through INTEGER NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '',
+        created_by INTEGER REFERENCES app_user (id) ON DELETE SET NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+    """,
+    "CREATE INDEX workflow_timer_plan_active_idx ON workflow_timer_plan "
+    "(updated_at) WHERE state IN ('queued', 'running')",
+]
+
+BACKWARDS = [
+    "DROP TABLE workflow_timer_plan",
+]
+
+
+async def forwards() -> MigrationManager:
+    manager = MigrationManager(migration_id=ID, app_name="crm", description=DESCRIPTION)
+
+    async def run(statements: list[str]) -> None:
+        engine = engine_finder()
+        assert engine is not None
+        for statement in statements:
+            await engine.run_ddl(statement)
+
+    async def run_forwards() -> None:
+        await run(FORWARDS)
+
+    async def run_backwards() -> None:
+        await run(BACKWARDS)
+
+    manager.add_raw(run_forwards)
+    manager.add_raw_backwards(run_backwards)
+    return manager
