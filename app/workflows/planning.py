@@ -364,9 +364,11 @@ async def set_timers(
         if due is None:
             await delete_timer(rule_id, record_type.name, record["id"])
             continue
-        await upsert_timer(
+        armed = await upsert_timer(
             rule_id, plan["rule_version"], record_type.name, record["id"], due
         )
+        if not armed:
+            continue
         plan["scheduled"] += 1
         if due <= moment:
             plan["due_now"] += 1

@@ -41,6 +41,13 @@ ON CONFLICT (rule, record_type, record_id) WHERE fired_at IS NULL
 DO UPDATE SET due_at = EXCLUDED.due_at, rule_version = EXCLUDED.rule_version
 """
 
+FIRED_AT_DUE = """
+SELECT 1 FROM workflow_timer
+WHERE rule = {} AND record_type = {} AND record_id = {} AND due_at = {}
+  AND fired_at IS NOT NULL
+LIMIT 1
+"""
+
 CLAIM_TIMER = """
 SELECT t.id, t.rule, t.record_type, t.record_id, t.due_at, t.done_through,
        v.id AS version_id, v.version, v.definition::text AS definition,
@@ -102,8 +109,19 @@ def next_run(schedule: Schedule, after: dt.datetime) -> dt.datetime:
 
 async def upsert_timer(
     rule_id: int, version_id: int, record_type: str, record_id: int, due: dt.datetime
-) -> None:
+) -> bool:
+    """Arm the record's timer at ``due``, or move its pending one there.
+
+    A rule fires once per record and due time. Planning can reach a record
+    whose timer at ``due`` already fired. Then nothing is armed, any pending
+    timer of the record is dropped, and the result is False.
+    """
+    fired = await EventRow.raw(FIRED_AT_DUE, rule_id, record_type, record_id, due)
+    if fired:
+        await delete_timer(rule_id, record_type, record_id)
+        return False
     await EventRow.raw(UPSERT_TIMER, rule_id, version_id, record_type, record_id, due)
+    return True
 
 
 async def schedule_for(rules: list[LoadedRule], occurrences: list[Occurrence]) -> None:

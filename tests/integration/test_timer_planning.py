@@ -21,6 +21,7 @@ from app.tickets.service import create_ticket
 from app.workflows import planning
 from app.workflows.jobs import close_queue
 from app.workflows.planning import get_plan, plan_batch, run_plan
+from app.workflows.timers import mark_fired
 from app.workflows.service import (
     count_planned_timers,
     get_rule,
@@ -340,5 +341,49 @@ async def test_many_due_timers_need_confirmation() -> None:
         assert confirmed_save.status_code == 302
         assert rule["enabled"]
         assert rule["current_version"] == version_before_save + 1
+    finally:
+        await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
+
+
+async def test_planning_again_keeps_fired_timers_fired() -> None:
+    marker = uuid.uuid4().hex[:10]
+    ticket_id = await create_ticket({"subject": f"Old {marker}"}, None)
+    rule_id = await save_rule(
+        None, "ticket", f"Follow up {marker}", follow_up_rule(marker, 0), None
+    )
+    try:
+        await set_enabled(rule_id, True, None)
+        plan = await get_plan(rule_id)
+        assert plan is not None
+        await run_plan(rule_id, plan["generation"])
+        [armed] = await timers_of(rule_id)
+        # What the cron does once the rule ran for this record.
+        await mark_fired(armed["id"])
+
+        await set_enabled(rule_id, False, None)
+        await set_enabled(rule_id, True, None)
+        again = await get_plan(rule_id)
+        assert again is not None
+        replanned = await run_plan(rule_id, again["generation"])
+        after_replanning = await timers_of(rule_id)
+
+        await save_rule(
+            rule_id, "ticket", f"Follow up {marker}", follow_up_rule(marker, 30), None
+        )
+        moved = await get_plan(rule_id)
+        assert moved is not None
+        await run_plan(rule_id, moved["generation"])
+        after_new_delay = await timers_of(rule_id)
+
+        assert replanned["scheduled"] == 0
+        assert replanned["due_now"] == 0
+        assert [(t["id"], t["fired_at"] is not None) for t in after_replanning] == [
+            (armed["id"], True)
+        ]
+        pending = [t for t in after_new_delay if t["fired_at"] is None]
+        assert [t["record_id"] for t in pending] == [ticket_id]
+        assert pending[0]["due_at"] == await created_at(ticket_id) + dt.timedelta(
+            minutes=30
+        )
     finally:
         await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
