@@ -156,6 +156,43 @@ def hidden_from(
     return frozenset(hidden)
 
 
+async def role_hidden_fields(object_type: str) -> list[frozenset[str]]:
+    """Return, for each role, the fields of ``object_type`` that it hides."""
+    from app.access.service import decode_json
+    from app.access.tables import Role
+
+    hidden = []
+    for row in await Role.select(Role.field_rules):
+        rules = (decode_json(row["field_rules"]) or {}).get(object_type) or {}
+        hidden.append(
+            frozenset(name for name, rule in rules.items() if rule == "hidden")
+        )
+    return hidden
+
+
+async def hidden_from_stored_text(
+    context: ActionContext, target: str | None = None
+) -> frozenset[str]:
+    """Return the record fields that a text the rule stores may not show.
+
+    A note is read later by everyone who may read the record's comments, and
+    a value copied into ``target`` by everyone who may read that field, so
+    the text cannot be rendered per reader. It shows no field that a role
+    hides unless that role hides ``target`` too (a note has no target). It
+    shows no encrypted field unless ``target`` is encrypted, so that no
+    plain copy of an encrypted value is stored.
+    """
+    from app.webhooks.outbox import sensitive_fields
+
+    kind = context.record_type.name
+    encrypted = sensitive_fields(kind)
+    hidden = set() if target in encrypted else set(encrypted)
+    for role_hides in await role_hidden_fields(kind):
+        if target not in role_hides:
+            hidden |= role_hides
+    return frozenset(hidden)
+
+
 async def hidden_from_user(
     user_id: Any, context: ActionContext, record: dict[str, Any]
 ) -> frozenset[str]:
@@ -217,8 +254,9 @@ async def set_values(context: ActionContext, values: dict[str, Any]) -> str:
 
 async def set_field(action: Action, context: ActionContext) -> str:
     assert action.field is not None
+    hidden = await hidden_from_stored_text(context, action.field)
     value = context.record_type.parse(
-        action.field, fill(action.value, context, "value")
+        action.field, fill(action.value, context, "value", hidden)
     )
     return await set_values(context, {action.field: value})
 
@@ -289,7 +327,10 @@ async def add_comment_row(context: ActionContext, body: str) -> int:
 
 
 async def add_note(action: Action, context: ActionContext) -> str:
-    comment_id = await add_comment_row(context, fill(action.body, context, "body"))
+    hidden = await hidden_from_stored_text(context)
+    comment_id = await add_comment_row(
+        context, fill(action.body, context, "body", hidden)
+    )
     return f"note {comment_id} added"
 
 

@@ -3,7 +3,9 @@
 The support agent role hides deal amounts, as the deal page and the API do,
 so a notification, task or mail a rule writes for such a user shows
 "(hidden)" where the amount would be. A team renders per member. Mail to a
-fixed address still gets every field.
+fixed address still gets every field. Texts a rule stores on the record (a
+note, a copied field value) show no field that a role hides and no
+encrypted field.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import pytest
 import pytest_asyncio
 
 from app.access.tables import Role
+from app.comments.tables import Comment
+from app.contacts.service import create_contact
 from app.deals.service import create_deal
 from app.tasks.tables import Task
 from app.webhooks.tables import OutboxMessage
 from app.workflows.placeholders import HIDDEN
+from app.workflows.records import RECORD_TYPES, load_record
 from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import WorkflowRule
 from tests.factories import contains, make_pipeline, make_team, make_user, runs_of
@@ -246,3 +251,73 @@ async def test_send_email_hides_from_owner_only(
     assert len(to_address) == 1
     assert to_address[0]["subject"] == f"Deal {SHOWN}"
     assert to_address[0]["text"] == f"Amount {SHOWN}"
+
+
+async def test_note_hides_fields_roles_hide(rules: list[int]) -> None:
+    marker = uuid.uuid4().hex[:10]
+    await deal_rule(
+        rules,
+        marker,
+        [{"kind": "add_note", "body": "{record.name} is worth {record.amount}"}],
+    )
+
+    deal_id = await new_deal(marker)
+
+    notes = await Comment.select(Comment.body).where(Comment.deal == deal_id)
+    assert [note["body"] for note in notes] == [
+        f"<p>Deal {marker} is worth {HIDDEN}</p>"
+    ]
+
+
+async def test_copied_value_keeps_field_hidden(rules: list[int]) -> None:
+    marker = uuid.uuid4().hex[:10]
+    await deal_rule(
+        rules,
+        marker,
+        [
+            {
+                "kind": "set_field",
+                "field": "name",
+                "value": "{record.name} at {record.amount}",
+            }
+        ],
+    )
+
+    deal_id = await new_deal(marker)
+
+    deal = await load_record(RECORD_TYPES["deal"], deal_id)
+    assert deal is not None
+    assert deal["name"] == f"Deal {marker} at {HIDDEN}"
+
+
+async def test_encrypted_value_copied_only_encrypted(rules: list[int]) -> None:
+    marker = uuid.uuid4().hex[:10]
+    phone = "+44 20 7946 0123"
+    definition = {
+        "trigger": {"kind": "created"},
+        "conditions": contains("last_name", marker),
+        "actions": [
+            {"kind": "set_field", "field": "title", "value": "Call {record.phone}"},
+            {
+                "kind": "set_field",
+                "field": "personal_notes",
+                "value": "Call {record.phone}",
+            },
+        ],
+    }
+    rule_id = await save_rule(None, "contact", f"Phones {marker}", definition, None)
+    await set_enabled(rule_id, True, None)
+    rules.append(rule_id)
+
+    contact_id = await create_contact(
+        {"first_name": "Ada", "last_name": marker, "phone": phone}, None
+    )
+
+    contact = await load_record(RECORD_TYPES["contact"], contact_id)
+    assert contact is not None
+    assert contact["title"] == f"Call {HIDDEN}"
+    assert contact["personal_notes"] == f"Call {phone}"
+    stored = await Comment.raw(
+        "SELECT title, personal_notes FROM contact WHERE id = {}", contact_id
+    )
+    assert phone not in str(stored[0])
