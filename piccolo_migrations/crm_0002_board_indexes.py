@@ -1,7 +1,8 @@
 """Indexes for the board and list queries, and checks Piccolo cannot declare."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from app.migration_sql import sql_migration
 
 ID = "2026-12-04T13:08:00:000000"
 VERSION = "1.38.0"
@@ -45,13 +46,4 @@ FORWARDS = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="crm", description=DESCRIPTION)
-
-    async def run() -> None:
-        engine = engine_finder()
-        assert engine is not None
-        for statement in FORWARDS:
-            await engine.run_ddl(statement)
-
-    manager.add_raw(run)
-    return manager
+    return sql_migration(ID, DESCRIPTION, FORWARDS)

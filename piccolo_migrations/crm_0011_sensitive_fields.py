@@ -1,7 +1,8 @@
 """Encrypt contact phone numbers and add the encrypted personal notes column."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
+
+from app.migration_sql import sql_migration
 
 ID = "2026-12-04T16:22:00:000000"
 VERSION = "1.38.0"
@@ -15,21 +16,17 @@ FORWARDS = [
 ]
 
 
+async def encrypt_phones() -> None:
+    from app.contacts.tables import Contact
+    from app.encryption.columns import get_keyring
+    from app.encryption.rotation import rotate_column
+
+    # Phone numbers stored so far are plaintext: encrypt them with the
+    # current key, as `crm keys rotate` would.
+    await rotate_column(Contact, "phone", get_keyring(), batch_size=1000)
+
+
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="crm", description=DESCRIPTION)
-
-    async def run() -> None:
-        from app.contacts.tables import Contact
-        from app.encryption.columns import get_keyring
-        from app.encryption.rotation import rotate_column
-
-        engine = engine_finder()
-        assert engine is not None
-        for statement in FORWARDS:
-            await engine.run_ddl(statement)
-        # Phone numbers stored so far are plaintext: encrypt them with the
-        # current key, as `crm keys rotate` would.
-        await rotate_column(Contact, "phone", get_keyring(), batch_size=1000)
-
-    manager.add_raw(run)
+    manager = sql_migration(ID, DESCRIPTION, FORWARDS)
+    manager.add_raw(encrypt_phones)
     return manager

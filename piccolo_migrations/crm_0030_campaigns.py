@@ -4,8 +4,9 @@ roles' grants on campaigns."""
 import json
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.engine import engine_finder
 from piccolo.querystring import QueryString
+
+from app.migration_sql import migration_engine, sql_migration
 
 ID = "2026-12-04T19:30:00:000030"
 VERSION = "1.38.0"
@@ -99,13 +100,10 @@ BACKWARDS = [
 
 
 async def forwards() -> MigrationManager:
-    manager = MigrationManager(migration_id=ID, app_name="crm", description=DESCRIPTION)
+    manager = sql_migration(ID, DESCRIPTION, FORWARDS, BACKWARDS)
 
-    async def run() -> None:
-        engine = engine_finder()
-        assert engine is not None
-        for statement in FORWARDS:
-            await engine.run_ddl(statement)
+    async def grant_roles() -> None:
+        engine = migration_engine()
         for role, grants in CAMPAIGN_GRANTS.items():
             await engine.run_querystring(
                 QueryString(
@@ -117,12 +115,5 @@ async def forwards() -> MigrationManager:
                 )
             )
 
-    async def run_backwards() -> None:
-        engine = engine_finder()
-        assert engine is not None
-        for statement in BACKWARDS:
-            await engine.run_ddl(statement)
-
-    manager.add_raw(run)
-    manager.add_raw_backwards(run_backwards)
+    manager.add_raw(grant_roles)
     return manager
