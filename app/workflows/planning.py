@@ -3,7 +3,10 @@
 Saving or enabling a ``time_after`` rule stores a planning run in
 ``workflow_timer_plan`` (one row per rule) and, after commit, queues the
 ``plan_timers`` job, so the request does not wait for the records. The job
-reads records by id in batches of PLAN_BATCH. Each batch is one transaction
+reads the records that the rule's SQL prefilter (``app.workflows.prefilter``)
+allows by id, in batches of PLAN_BATCH, and evaluates the conditions on
+each. Its ``done`` and ``total`` count these candidates, not every record
+of the type. Each batch is one transaction
 that locks the plan row and stores its position (``done_through``) there.
 A second job for the same run, queued again after a stall, therefore
 carries on where the first stopped instead of counting records twice.
@@ -26,7 +29,13 @@ from app.events.service import ChangeSet, change_set
 from app.events.tables import Event as EventRow
 from app.workflows.clock import now
 from app.workflows.conditions import Facts, evaluate
-from app.workflows.records import RECORD_TYPES, RecordType, load_records_after
+from app.workflows.prefilter import SqlFilter, candidate_filter
+from app.workflows.records import (
+    RECORD_TYPES,
+    RecordType,
+    count_records,
+    load_records_after,
+)
 from app.workflows.schema import RuleDefinition, decode_definition
 from app.workflows.timers import CURRENT_RULE, delete_timer, due_time, upsert_timer
 
@@ -67,6 +76,17 @@ JOIN workflow_rule_version v ON v.id = p.rule_version
 JOIN workflow_rule r ON r.id = p.rule
 WHERE p.rule = {} AND p.generation = {}
 FOR NO KEY UPDATE OF p
+"""
+
+# Drops the pending timers of records that the prefilter rules out, which
+# planning does not read. The placeholders take the rule, the record type,
+# the batch's id bounds and the prefilter's arguments, in that order.
+DROP_RULED_OUT = """
+DELETE FROM workflow_timer
+WHERE rule = {{}} AND record_type = {{}} AND fired_at IS NULL
+  AND record_id IN (
+    SELECT id FROM {table} WHERE id > {{}}{upper} AND ({where}) IS NOT TRUE
+  )
 """
 
 SAVE_PROGRESS = """
@@ -139,21 +159,26 @@ async def count_timers(object_type: str, definition: RuleDefinition) -> TimerCou
     """Count the timers ``definition`` would set for the existing records of
     ``object_type``, and how many of them are due at once.
 
-    Reads every record of the type, PLAN_BATCH at a time, and writes nothing.
-    A rule that is not time-based sets no timers for existing records.
+    Reads the records that the rule's SQL prefilter allows, PLAN_BATCH at a
+    time, and writes nothing. A rule that is not time-based sets no timers
+    for existing records.
 
     NOTE: the admin pages count in the request before a save or an enabling,
-    so on a table of many records that request waits for this read, though
-    no longer for the timers' writes.
+    so that request waits for this read. A rule whose conditions the
+    prefilter cannot narrow (see ``app.workflows.prefilter``) still reads
+    every record of the type.
     """
     if definition.trigger.kind != "time_after":
         return NO_TIMERS
     record_type = RECORD_TYPES[object_type]
+    candidates = candidate_filter(record_type, definition.conditions)
     moment = now()
     matching = due_now = 0
     after_id = 0
     while True:
-        records = await load_records_after(record_type, after_id, PLAN_BATCH)
+        records = await load_records_after(
+            record_type, after_id, PLAN_BATCH, candidates
+        )
         for record in records:
             due = await plan_record(None, definition, record)
             if due is None:
@@ -311,12 +336,19 @@ async def plan_batch(rule_id: int, generation: int) -> dict[str, Any] | None:
         if plan["state"] in (DONE, FAILED):
             return plan
         record_type = RECORD_TYPES[plan["object_type"]]
+        definition = decode_definition(plan["definition"])
+        candidates = candidate_filter(record_type, definition.conditions)
         if plan["state"] == QUEUED:
-            plan["total"] = await count_records(record_type)
+            plan["total"] = await count_records(record_type, candidates)
         records = await load_records_after(
-            record_type, plan["done_through"], PLAN_BATCH
+            record_type, plan["done_through"], PLAN_BATCH, candidates
         )
         await set_timers(rule_id, plan, record_type, records)
+        # A short batch is the last one, so it covers every id after it.
+        through = records[-1]["id"] if len(records) == PLAN_BATCH else None
+        await drop_ruled_out_timers(
+            rule_id, record_type, candidates, plan["done_through"], through
+        )
         plan["done"] += len(records)
         if records:
             plan["done_through"] = records[-1]["id"]
@@ -374,10 +406,27 @@ async def set_timers(
             plan["due_now"] += 1
 
 
-async def count_records(record_type: RecordType) -> int:
-    table = record_type.table._meta.tablename
-    rows = await EventRow.raw(f"SELECT count(*) AS n FROM {table}")
-    return int(rows[0]["n"])
+async def drop_ruled_out_timers(
+    rule_id: int,
+    record_type: RecordType,
+    candidates: SqlFilter,
+    after_id: int,
+    through_id: int | None,
+) -> None:
+    """Drop the rule's pending timers of the records with ids in
+    (``after_id``, ``through_id``] that ``candidates`` rules out.
+
+    Their conditions do not hold, so planning every record would have
+    dropped these timers too. ``through_id`` None means no upper bound.
+    """
+    if candidates.matches_all:
+        return
+    upper = " AND id <= {}" if through_id is not None else ""
+    query = DROP_RULED_OUT.format(
+        table=record_type.table._meta.tablename, upper=upper, where=candidates.sql
+    )
+    bounds = (after_id, through_id) if through_id is not None else (after_id,)
+    await EventRow.raw(query, rule_id, record_type.name, *bounds, *candidates.args)
 
 
 async def record_failure(rule_id: int, generation: int, error: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from piccolo.table import Table
 
@@ -25,6 +25,9 @@ from app.leads.tables import Lead
 from app.merge import Edit
 from app.tickets import service as tickets
 from app.tickets.tables import Ticket
+
+if TYPE_CHECKING:
+    from app.workflows.prefilter import SqlFilter
 
 
 async def no_check(record: dict[str, Any], values: dict[str, Any]) -> None:
@@ -136,8 +139,10 @@ class RecordType:
     # column (``contact_field``) or the record's own address (``email_field``).
     contact_field: str | None = None
     email_field: str | None = None
-    # Read-only fields computed from other tables, added by ``load_record``.
+    # Read-only fields computed from other tables, added by ``load_record``,
+    # and their names, which the SQL prefilter leaves to Python.
     derived: Callable[[int], Awaitable[dict[str, Any]]] | None = None
+    derived_fields: tuple[str, ...] = ()
 
 
 RECORD_TYPES: dict[str, RecordType] = {
@@ -210,6 +215,7 @@ RECORD_TYPES: dict[str, RecordType] = {
             has_comments=True,
             has_tags=True,
             derived=ticket_derived,
+            derived_fields=("attachments", "first_comment"),
         ),
         RecordType(
             name="account",
@@ -262,18 +268,58 @@ async def load_record(record_type: RecordType, record_id: int) -> dict[str, Any]
     return await complete_record(record_type, row[0])
 
 
+def after_id_query(
+    record_type: RecordType, select: str, candidates: SqlFilter | None
+) -> tuple[str, tuple[Any, ...]]:
+    """Return ``SELECT <select>`` of the records with ids above a first
+    argument that ``candidates`` allows, and the filter's arguments."""
+    table = record_type.table._meta.tablename
+    where = "id > {}"
+    args: tuple[Any, ...] = ()
+    if candidates is not None and not candidates.matches_all:
+        where += f" AND ({candidates.sql})"
+        args = candidates.args
+    return f"SELECT {select} FROM {table} WHERE {where}", args
+
+
 async def load_records_after(
-    record_type: RecordType, after_id: int, limit: int
+    record_type: RecordType,
+    after_id: int,
+    limit: int,
+    candidates: SqlFilter | None = None,
 ) -> list[dict[str, Any]]:
-    """Read up to ``limit`` records with ids above ``after_id``, in id order,
-    as ``load_record`` reads one."""
-    table = record_type.table
-    rows = await table.raw(
-        f"SELECT * FROM {table._meta.tablename} WHERE id > {{}} ORDER BY id LIMIT {{}}",
-        after_id,
-        limit,
+    """Read up to ``limit`` records with ids above ``after_id`` that
+    ``candidates`` (all when None) allows, in id order, as ``load_record``
+    reads one."""
+    query, args = after_id_query(record_type, "*", candidates)
+    rows = await record_type.table.raw(
+        f"{query} ORDER BY id LIMIT {{}}", after_id, *args, limit
     )
     return [await complete_record(record_type, row) for row in rows]
+
+
+async def record_ids_after(
+    record_type: RecordType,
+    after_id: int,
+    limit: int,
+    candidates: SqlFilter | None = None,
+) -> list[int]:
+    """Return up to ``limit`` ids above ``after_id`` of the records that
+    ``candidates`` allows, in order."""
+    query, args = after_id_query(record_type, "id", candidates)
+    rows = await record_type.table.raw(
+        f"{query} ORDER BY id LIMIT {{}}", after_id, *args, limit
+    )
+    return [row["id"] for row in rows]
+
+
+async def count_records(
+    record_type: RecordType, candidates: SqlFilter | None = None
+) -> int:
+    """Count the records of the type that ``candidates`` allows."""
+    query, args = after_id_query(record_type, "count(*) AS n", candidates)
+    rows = await record_type.table.raw(query, 0, *args)
+    return int(rows[0]["n"])
 
 
 async def complete_record(

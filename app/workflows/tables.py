@@ -98,8 +98,9 @@ class WorkflowTimerPlan(Table):
 
     Each save or enabling raises ``generation``, and a run that finds a
     newer generation stops (``app.workflows.planning``). ``done`` and
-    ``total`` count records looked at; ``scheduled`` counts the timers set
-    and ``due_now`` those of them that were already due.
+    ``total`` count the records checked against the conditions, which are
+    those the SQL prefilter allows. ``scheduled`` counts the timers set and
+    ``due_now`` those of them that were already due.
     """
 
     rule = ForeignKey(

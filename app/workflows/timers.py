@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from app.events.service import change_set
 from app.events.tables import Event as EventRow
 from app.workflows.clock import now
-from app.workflows.records import RECORD_TYPES, load_record
+from app.workflows.prefilter import candidate_filter
+from app.workflows.records import RECORD_TYPES, load_record, record_ids_after
 from app.workflows.schema import Schedule, Trigger, decode_definition
 
 if TYPE_CHECKING:
@@ -29,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 # Timers fired per cron tick, one transaction each.
 TIMERS_PER_TICK = 100
-# Records a scheduled rule runs over in one transaction, by id. A run over
-# more records takes several claims of its timer, which keeps its due time
-# and the last id handled (``done_through``) until the last batch.
+# Records a scheduled rule runs over in one transaction, by id. Only the
+# records that the rule's SQL prefilter allows count (app.workflows.prefilter).
+# A run over more records takes several claims of its timer, which keeps its
+# due time and the last id handled (``done_through``) until the last batch.
 SCHEDULE_BATCH = 500
 
 UPSERT_TIMER = """
@@ -223,19 +225,21 @@ async def fire_one_timer() -> bool:
             await mark_fired(row["id"])
             await run_loaded_rule(rule, record_type, row["record_id"], trigger, changes)
         else:
-            table = record_type.table._meta.tablename
-            records = await EventRow.raw(
-                f"SELECT id FROM {table} WHERE id > {{}} ORDER BY id LIMIT {{}}",
+            # The ids are read before the batch's runs. A run that changes
+            # another record so that it matches does not add it to this run.
+            record_ids = await record_ids_after(
+                record_type,
                 row["done_through"],
                 SCHEDULE_BATCH,
+                candidate_filter(record_type, rule.definition.conditions),
             )
-            for record in records:
-                await run_loaded_rule(rule, record_type, record["id"], trigger, changes)
-            if len(records) == SCHEDULE_BATCH:
+            for record_id in record_ids:
+                await run_loaded_rule(rule, record_type, record_id, trigger, changes)
+            if len(record_ids) == SCHEDULE_BATCH:
                 # More records may follow: the timer stays due for the next batch.
                 await EventRow.raw(
                     "UPDATE workflow_timer SET done_through = {} WHERE id = {}",
-                    records[-1]["id"],
+                    record_ids[-1],
                     row["id"],
                 )
                 logger.info(
@@ -243,8 +247,8 @@ async def fire_one_timer() -> bool:
                     "done_through=%s",
                     row["id"],
                     rule.id,
-                    len(records),
-                    records[-1]["id"],
+                    len(record_ids),
+                    record_ids[-1],
                 )
                 return True
             await mark_fired(row["id"])
