@@ -124,7 +124,7 @@ def kind_of(tablename: str, column: Column) -> str | None:
     if isinstance(column, EncryptedText | EncryptableText):
         return None
     if (tablename, name) in ELIGIBLE_BY_KEY:
-        # Administrators may mark it sensitive, and then it holds ciphertext.
+        # Administrators may mark it sensitive, and then it contains ciphertext.
         return None
     if isinstance(column, Varchar | Text):
         return TEXT

@@ -271,8 +271,9 @@ async def load_record(record_type: RecordType, record_id: int) -> dict[str, Any]
 def after_id_query(
     record_type: RecordType, select: str, candidates: SqlFilter | None
 ) -> tuple[str, tuple[Any, ...]]:
-    """Return ``SELECT <select>`` of the records with ids above a first
-    argument that ``candidates`` allows, and the filter's arguments."""
+    """Build ``SELECT <select>`` over the records that ``candidates`` allows
+    with ids above the first placeholder; return it and the filter's
+    arguments, which follow that placeholder."""
     table = record_type.table._meta.tablename
     where = "id > {}"
     args: tuple[Any, ...] = ()
