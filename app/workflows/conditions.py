@@ -66,9 +66,13 @@ def coerce(expected: Any, actual: Any) -> Any:
         raise Mismatch(f"{expected!r} is not true or false")
     if isinstance(actual, int | float | Decimal):
         try:
-            return Decimal(str(expected).replace(",", "").strip())
+            number = Decimal(str(expected).replace(",", "").strip())
         except InvalidOperation:
             raise Mismatch(f"{expected!r} is not a number") from None
+        # Decimal accepts "NaN" and "Infinity", and comparing a NaN raises.
+        if not number.is_finite():
+            raise Mismatch(f"{expected!r} is not a finite number")
+        return number
     if isinstance(actual, dt.datetime):
         try:
             parsed = dt.datetime.fromisoformat(str(expected).strip())
