@@ -192,13 +192,14 @@ class Group(msgspec.Struct, tag="group", forbid_unknown_fields=True):
 
 
 class Action(msgspec.Struct, forbid_unknown_fields=True):
-    """One step of a rule; which fields matter depends on ``kind``.
+    """One step of a rule. Which fields matter depends on ``kind``.
 
-    ``value`` is the text a field is set to, and ``user_id`` and ``team_id``
-    are whom to notify or assign; a task goes to ``user_id``, or else to the
-    record's assignee or owner. ``to`` is a fixed email address.
-    ``subject`` and ``body`` are the text of a note, task, email or
-    notification, whose ``{record.<field>}`` placeholders are filled in.
+    - ``value``: the text a field is set to.
+    - ``user_id``, ``team_id``: whom to notify or assign. A task goes to
+      ``user_id``, or else to the record's assignee or owner.
+    - ``to``: a fixed email address.
+    - ``subject``, ``body``: the text of a note, task, email or
+      notification, with ``{record.<field>}`` placeholders filled in.
     """
 
     kind: ActionKind
