@@ -346,7 +346,8 @@ async def create_task(action: Action, context: ActionContext) -> str:
     assignee = action.user_id
     if assignee is None:
         assignee = context.record.get(context.record_type.owner_field or "")
-    hidden: frozenset[str] = frozenset()
+    # The title shows in the record's task list to everyone who reads it.
+    hidden = await hidden_from_stored_text(context)
     if assignee is not None:
         # A task's title names its record, and ticking it needs the right to
         # edit the record, so it goes only to someone who may edit it.
@@ -359,7 +360,7 @@ async def create_task(action: Action, context: ActionContext) -> str:
                 f"user {assignee} may not edit {kind} {context.record_id}, "
                 "so no task was created for them"
             )
-        hidden = hidden_from(user, context, await scoped_record(context))
+        hidden |= hidden_from(user, context, await scoped_record(context))
     body = fill(action.body, context, "body", hidden)
     title = " ".join(body.split())[:MAX_TITLE]
     task_id = await create_task_row(
