@@ -15,8 +15,14 @@ class Session:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
+        # uvicorn closes a connection after 5 idle seconds. A request sent on
+        # it just then fails with "Server disconnected", so the client drops
+        # idle connections sooner and opens a new one.
         self.http = httpx.AsyncClient(
-            base_url=base_url, follow_redirects=False, timeout=10
+            base_url=base_url,
+            follow_redirects=False,
+            timeout=10,
+            limits=httpx.Limits(keepalive_expiry=2),
         )
 
     async def sign_in(self, email: str, password: str = PASSWORD) -> None:
