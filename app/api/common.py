@@ -143,11 +143,14 @@ def invalid_if_match(value: str) -> FieldError:
     )
     if "," in value:
         reason = (
-            'lists several entity tags, but only one version such as "3" '
-            "or * may be sent"
+            "lists several entity tags, but only one may be sent: the ETag "
+            "a GET returns (the record's version in quotes), or *"
         )
     else:
-        reason = 'is not a record version such as "3" or *'
+        reason = (
+            "is not a record version: send the ETag a GET returns (the "
+            "record's version in quotes), or *"
+        )
     return FieldError("If-Match", shown, reason, label="If-Match")
 
 

@@ -187,7 +187,7 @@ def on_weak_entity_tag(
     detail = (
         f"If-Match {error.value} is a weak entity tag, which never matches "
         "because If-Match uses the strong comparison. Send the ETag as a GET "
-        'returns it, such as "3", or *.'
+        "returns it (the record's version in quotes, without W/), or *."
     )
     return problem(request, 412, detail, field="If-Match", value=error.value)
 
