@@ -266,8 +266,11 @@ def parse_definition(object_type: str, raw: Any) -> RuleDefinition:
 
 
 def check_definition(record_type: RecordType, definition: RuleDefinition) -> None:
+    from app.workflows.values import check_values
+
     check_trigger(record_type, definition.trigger)
     check_group(record_type, definition.conditions, "conditions", 0)
+    check_values(record_type, definition)
     if not definition.actions:
         raise FieldError("actions", None, "must contain at least one action")
     if len(definition.actions) > MAX_ITEMS:

@@ -27,6 +27,7 @@ from app.workflows.schema import (
 )
 from app.workflows.tables import WorkflowRule
 from app.workflows.timers import schedule_rule
+from app.workflows.values import check_references_exist, check_values
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +132,12 @@ async def save_rule(
 
 
 async def check_references(object_type: str, definition: RuleDefinition) -> None:
-    """Raise FieldError for a calendar, reply template, user or team that does
-    not exist, a deactivated user, a team with no active user to notify, or
-    a template that uses values the record type lacks."""
+    """Raise FieldError for a record a condition or trigger names by id, a
+    calendar, reply template, user or team that does not exist, a
+    deactivated user, a team with no active user to notify, or a template
+    that uses values the record type lacks."""
     record_type = RECORD_TYPES[object_type]
+    await check_references_exist(check_values(record_type, definition))
     calendar_id = definition.trigger.calendar_id
     if calendar_id is not None:
         found = await WorkflowRule.raw(
