@@ -40,6 +40,8 @@ SCOPED_TYPES = (
     "lead",
     "comment",
     "campaign",
+    # Workflow rules: their routes also need an administrator's key.
+    "workflow_rule",
 )
 KEY_SCOPES: tuple[KeyScope, ...] = ("read", "write")
 MAX_NAME = 120

@@ -1,5 +1,8 @@
 """The JSON API under /api/v1: deals, tickets, accounts and contacts.
 
+The other resources (comments, tasks, pipelines, users, teams, campaigns,
+workflow rules) have modules of their own, which the router below joins.
+
 Every record type gets the same five routes from ``record_routes``: list,
 get, create, partial update and delete. An update needs
 ``If-Match: <version>`` (428 without it, 412 when the record moved on), or
@@ -64,6 +67,7 @@ from app.api.records import (
     update_record,
 )
 from app.api.resources import ACCOUNTS, CONTACTS, DEALS, LEADS, TICKETS, Resource
+from app.api.rules import RULE_ROUTES
 from app.api.tasks import TASK_ROUTES
 from app.deletion import DELETABLE
 from app.fields import choice, reference, text
@@ -393,6 +397,7 @@ API_ROUTER = Router(
         *TASK_ROUTES,
         *DIRECTORY_ROUTES,
         *CAMPAIGN_ROUTES,
+        *RULE_ROUTES,
         api_events,
     ],
     middleware=[CombineIfMatchLines, ApiKeyMiddleware],

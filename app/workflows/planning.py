@@ -280,9 +280,9 @@ async def run_plan(
 ) -> dict[str, Any]:
     """Set the rule's timers for existing records, batch by batch.
 
-    Returns the state reached (``done``, or ``superseded`` when a newer save
-    or a disabling replaced the run) and the counts. A failure stores its
-    error on the run and is raised.
+    Returns the state reached (``done``, or ``superseded`` when a newer save,
+    a disabling or a delete of the rule replaced the run) and the counts. A
+    failure stores its error on the run and is raised.
     """
     logger.info(
         "timer planning started rule_id=%s generation=%s job_id=%s",
@@ -329,6 +329,13 @@ async def plan_batch(rule_id: int, generation: int) -> dict[str, Any] | None:
     """Plan the next batch of a run and store its progress; return the
     progress, or None when the run was superseded."""
     async with change_set(None) as changes:
+        # The rule's row first, as a delete locks it before the plan row
+        # that its cascade removes. A rule deleted meanwhile ends the run.
+        rule = await EventRow.raw(
+            "SELECT id FROM workflow_rule WHERE id = {} FOR KEY SHARE", rule_id
+        )
+        if not rule:
+            return None
         rows = await EventRow.raw(LOCK_PLAN, rule_id, generation)
         if not rows:
             return None

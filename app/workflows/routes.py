@@ -1,4 +1,5 @@
-"""Admin pages of workflow rules: list, build, switch, order, dry-run, runs."""
+"""Admin pages of workflow rules: list, build, switch, order, dry-run, runs,
+delete."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from app.access.guards import ADMIN, admin_only
 from app.access.service import all_teams
 from app.auth.service import CurrentUser
 from app.email.templates import template_choices
-from app.errors import FieldError, NotFound
+from app.errors import FieldError, NotFound, VersionMismatch
 from app.fields import reference
 from app.pagination import PageRequest
 from app.web.pages import live_context
@@ -84,7 +85,10 @@ class WorkflowController(Controller):
         object_type: FromQuery[str | None] = None,
         page: FromQuery[str | None] = None,
         size: FromQuery[str | None] = None,
+        deleted: FromQuery[int | None] = None,
     ) -> Template:
+        """List the rules of one object type; ``deleted`` names the rule
+        whose deletion led here."""
         kind = object_type_of(object_type)
         paging = PageRequest.parse(
             page, size, path="/admin/workflows", keep={"object_type": kind}
@@ -96,6 +100,7 @@ class WorkflowController(Controller):
                 "object_type": kind,
                 "object_types": list(RECORD_TYPES.values()),
                 "triggers": TRIGGER_LABELS,
+                "deleted": deleted,
                 "section": "admin",
             },
         )
@@ -200,6 +205,55 @@ class WorkflowController(Controller):
         rule = await service.get_rule(rule_id)
         return Redirect(f"/admin/workflows?object_type={rule['object_type']}")
 
+    @get("/{rule_id:int}/delete")
+    async def delete_page(self, rule_id: FromPath[int]) -> Template:
+        """Show what deleting the rule removes, with the button that confirms."""
+        return await delete_confirmation(rule_id)
+
+    @post("/{rule_id:int}/delete")
+    async def delete_rule(
+        self, request: UserRequest, rule_id: FromPath[int]
+    ) -> Template | Redirect:
+        """Delete the rule once the confirmation form is sent.
+
+        The form sends ``confirm=yes`` and the version it showed, so a rule
+        saved again meanwhile is shown again (409) rather than deleted.
+        """
+        form = await request.form()
+        confirm = form.get("confirm")
+        if confirm != "yes":
+            error = FieldError(
+                "confirm",
+                confirm,
+                "must be yes; press Delete rule below to delete the rule",
+            )
+            return await delete_confirmation(rule_id, error, 422)
+        try:
+            version = reference("version", form.get("version"))
+            deleted = await service.delete_rule(rule_id, request.user.id, version)
+        except FieldError as invalid:
+            return await delete_confirmation(rule_id, invalid, 422)
+        except VersionMismatch as mismatch:
+            logger.info(
+                "workflow rule delete rejected: stale version rule_id=%s "
+                "user_id=%s expected=%s current=%s",
+                rule_id,
+                request.user.id,
+                mismatch.expected,
+                mismatch.current,
+            )
+            stale = FieldError(
+                "version",
+                mismatch.expected,
+                f"is no longer current: the rule was saved as version "
+                f"{mismatch.current} meanwhile, so check it and confirm again",
+                label="Version",
+            )
+            return await delete_confirmation(rule_id, stale, 409)
+        return Redirect(
+            f"/admin/workflows?object_type={deleted['object_type']}&deleted={rule_id}"
+        )
+
     @post("/{rule_id:int}/dry-run")
     async def dry_run_rule(
         self, request: UserRequest, rule_id: FromPath[int]
@@ -251,6 +305,23 @@ async def rule_context(
     context["failures"] = failures
     context["plan"] = await get_plan(rule_id)
     return context
+
+
+async def delete_confirmation(
+    rule_id: int, error: FieldError | None = None, status: int = 200
+) -> Template:
+    rule = await service.get_rule(rule_id)
+    return Template(
+        "workflows/delete.html",
+        context={
+            "rule": rule,
+            "record_type": RECORD_TYPES[rule["object_type"]],
+            "counts": await service.deletion_counts(rule_id),
+            "error": error,
+            "section": "admin",
+        },
+        status_code=status,
+    )
 
 
 def confirmed(form: Any) -> bool:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from app import fields
-from app.errors import FieldError, NotFound
+from app.errors import FieldError, NotFound, VersionMismatch
 from app.events.service import change_set
 from app.pagination import Page, PageRequest
 from app.workflows.engine import LoadedRule, cached_definition
@@ -55,11 +55,13 @@ async def save_rule(
     name: str,
     definition: Any,
     actor_id: int | None,
+    expected_version: int | None = None,
 ) -> int:
     """Create a rule (``rule_id`` None, disabled) or save a new version of one.
 
     ``definition`` is plain data for ``RuleDefinition``. Raises FieldError
-    naming the field, and NotFound for an unknown rule, before writing.
+    naming the field, and NotFound for an unknown rule, before writing. With
+    ``expected_version``, a rule at another version raises VersionMismatch.
     """
     check_object_type(object_type)
     clean_name = check_name(name)
@@ -92,6 +94,8 @@ async def save_rule(
                 "name": [None, clean_name],
             }
         else:
+            if expected_version is not None:
+                await lock_rule(rule_id, expected_version)
             rows = await WorkflowRule.raw(
                 "UPDATE workflow_rule AS r SET name = {}, trigger_kind = {}, "
                 "current_version = r.current_version + 1, updated_at = now() "
@@ -275,7 +279,7 @@ async def move_rule(rule_id: int, direction: str, actor_id: int | None) -> None:
     async with change_set(actor_id) as changes:
         rows = await WorkflowRule.raw(
             "SELECT id, object_type, position FROM workflow_rule WHERE id = {} "
-            "FOR UPDATE",
+            "FOR NO KEY UPDATE",
             rule_id,
         )
         if not rows:
@@ -286,7 +290,7 @@ async def move_rule(rule_id: int, direction: str, actor_id: int | None) -> None:
         neighbours = await WorkflowRule.raw(
             "SELECT id, position FROM workflow_rule WHERE object_type = {} "
             f"AND (position, id) {comparison} ({{}}, {{}}) "
-            f"ORDER BY position {order}, id {order} LIMIT 1 FOR UPDATE",
+            f"ORDER BY position {order}, id {order} LIMIT 1 FOR NO KEY UPDATE",
             rule["object_type"],
             rule["position"],
             rule["id"],
@@ -321,6 +325,173 @@ async def move_rule(rule_id: int, direction: str, actor_id: int | None) -> None:
         direction,
         actor_id,
     )
+
+
+async def lock_rule(rule_id: int, expected_version: int | None) -> dict[str, Any]:
+    """Lock a rule's row for a change in the open transaction and return it.
+
+    Raises NotFound for an unknown rule, and VersionMismatch when
+    ``expected_version`` is set and the rule is at another version. The lock
+    lets timers that are firing keep their key share lock on the row.
+    """
+    rows = await WorkflowRule.raw(
+        "SELECT id, object_type, name, enabled, current_version FROM workflow_rule "
+        "WHERE id = {} FOR NO KEY UPDATE",
+        rule_id,
+    )
+    if not rows:
+        raise NotFound("workflow rule", rule_id)
+    current = int(rows[0]["current_version"])
+    if expected_version is not None and current != expected_version:
+        raise VersionMismatch("workflow rule", rule_id, expected_version, current)
+    return dict(rows[0])
+
+
+async def create_rule(
+    object_type: str,
+    name: str,
+    definition: Any,
+    enabled: bool,
+    actor_id: int | None,
+) -> int:
+    """Create a rule and, with ``enabled``, enable it in the same transaction.
+
+    Validates as ``save_rule`` does. The caller asks for any confirmation of
+    timers due at once first (``timers_to_confirm``).
+    """
+    async with change_set(actor_id):
+        rule_id = await save_rule(None, object_type, name, definition, actor_id)
+        if enabled:
+            await set_enabled(rule_id, True, actor_id)
+    return rule_id
+
+
+async def update_rule(
+    rule_id: int,
+    changes: dict[str, Any],
+    actor_id: int | None,
+    expected_version: int | None,
+) -> None:
+    """Change a rule's ``name``, ``definition`` or ``enabled``, all or none.
+
+    A new name or definition is saved as a new version (``save_rule``), with
+    the current value of the other one. Raises FieldError, NotFound and
+    VersionMismatch (when ``expected_version`` is set) before anything is
+    stored.
+    """
+    async with change_set(actor_id):
+        current = await lock_rule(rule_id, expected_version)
+        if "name" in changes or "definition" in changes:
+            definition = changes.get("definition")
+            if "definition" not in changes:
+                definition = json.loads((await get_rule(rule_id))["definition"])
+            await save_rule(
+                rule_id,
+                current["object_type"],
+                changes.get("name", current["name"]),
+                definition,
+                actor_id,
+            )
+        enabled = changes.get("enabled")
+        if enabled is not None and enabled != current["enabled"]:
+            await set_enabled(rule_id, enabled, actor_id)
+
+
+async def timers_to_confirm(
+    object_type: str, rule: dict[str, Any] | None, definition: Any, enabled: bool
+) -> TimerCounts:
+    """Count the timers that a create or an update would set for existing
+    records, as the admin pages count them before they ask to confirm.
+
+    ``rule`` is the rule as ``get_rule`` returns it, or None for a new one,
+    ``definition`` the new definition or None to keep the current one, and
+    ``enabled`` whether the rule is enabled afterwards. Only an enabled
+    rule sets timers, and only a new definition or an enabling sets them.
+    Raises FieldError for an invalid definition.
+    """
+    if not enabled:
+        return NO_TIMERS
+    if definition is not None:
+        return await preview_timers(object_type, definition)
+    if rule is None or rule["enabled"]:
+        return NO_TIMERS
+    return await count_enabling_timers(rule["id"])
+
+
+async def deletion_counts(rule_id: int) -> dict[str, Any]:
+    """Count what deleting a rule removes or unlinks: its versions, pending
+    timers and runs, and the tasks its actions created, with the state of
+    its timer planning run (None without one)."""
+    rows = await WorkflowRule.raw(
+        "SELECT (SELECT count(*) FROM workflow_rule_version WHERE rule = r.id) "
+        "AS versions, (SELECT count(*) FROM workflow_timer WHERE rule = r.id "
+        "AND fired_at IS NULL) AS pending_timers, "
+        "(SELECT count(*) FROM rule_run WHERE rule = r.id) AS runs, "
+        "(SELECT count(*) FROM task WHERE task.rule = r.id) AS tasks, "
+        "(SELECT state FROM workflow_timer_plan WHERE rule = r.id) AS plan_state "
+        "FROM workflow_rule r WHERE r.id = {}",
+        rule_id,
+    )
+    if not rows:
+        raise NotFound("workflow rule", rule_id)
+    return dict(rows[0])
+
+
+async def delete_rule(
+    rule_id: int, actor_id: int | None, expected_version: int | None = None
+) -> dict[str, Any]:
+    """Delete a rule and return its row as it was, with its last definition.
+
+    Its versions, timers, planning run and runs go with it (ON DELETE
+    CASCADE), and the tasks it created stay without their rule (ON DELETE
+    SET NULL). The event, and so the audit row, carries the rule's columns
+    and its last definition. Raises NotFound for an unknown rule, and
+    VersionMismatch when ``expected_version`` is set and differs.
+
+    The row is locked FOR UPDATE first. A timer that is firing holds a key
+    share lock on it from its claim on (``timers.CLAIM_TIMER``), so the
+    delete waits for that run to commit, and a claim made while the delete
+    holds the lock skips the rule's timers, which the delete then removes.
+    """
+    async with change_set(actor_id) as changes:
+        rows = await WorkflowRule.raw(
+            "SELECT r.id, r.object_type, r.name, r.enabled, r.position, "
+            "r.current_version, r.trigger_kind, r.created_by, "
+            "v.definition::text AS definition "
+            "FROM workflow_rule r JOIN workflow_rule_version v "
+            "ON v.rule = r.id AND v.version = r.current_version "
+            "WHERE r.id = {} FOR UPDATE OF r",
+            rule_id,
+        )
+        if not rows:
+            raise NotFound("workflow rule", rule_id)
+        row = dict(rows[0])
+        current = int(row["current_version"])
+        if expected_version is not None and current != expected_version:
+            raise VersionMismatch("workflow rule", rule_id, expected_version, current)
+        counts = await deletion_counts(rule_id)
+        await WorkflowRule.raw("DELETE FROM workflow_rule WHERE id = {}", rule_id)
+        row["definition"] = json.loads(row["definition"])
+        changed = {
+            name: [value, None]
+            for name, value in row.items()
+            if name not in ("id", "current_version")
+        }
+        changed["version"] = [current, None]
+        changes.add("workflow_rule.deleted", "workflow_rule", rule_id, [], changed)
+    logger.info(
+        "workflow rule deleted rule_id=%s version=%s user_id=%s versions=%s "
+        "pending_timers=%s runs=%s tasks_unlinked=%s plan_state=%s",
+        rule_id,
+        current,
+        actor_id,
+        counts["versions"],
+        counts["pending_timers"],
+        counts["runs"],
+        counts["tasks"],
+        counts["plan_state"],
+    )
+    return row
 
 
 async def list_rules(object_type: str, paging: PageRequest) -> Page[dict[str, Any]]:

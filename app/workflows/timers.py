@@ -50,6 +50,12 @@ WHERE rule = {} AND record_type = {} AND record_id = {} AND due_at = {}
 LIMIT 1
 """
 
+# The claim also takes a key share lock on the rule's row, which a delete
+# waits for, so a rule is not deleted while its timer fires. A timer whose
+# rule a delete has locked is skipped, and the delete removes it. Without
+# this lock the firing transaction would lock the rule only when it writes
+# the run, after the delete locked the rule and waited for the timer: a
+# deadlock.
 CLAIM_TIMER = """
 SELECT t.id, t.rule, t.record_type, t.record_id, t.due_at, t.done_through,
        v.id AS version_id, v.version, v.definition::text AS definition,
@@ -61,6 +67,7 @@ WHERE t.fired_at IS NULL AND t.due_at <= {}
 ORDER BY t.due_at, t.id
 LIMIT 1
 FOR UPDATE OF t SKIP LOCKED
+FOR KEY SHARE OF r SKIP LOCKED
 """
 
 
