@@ -34,7 +34,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.fields import MAX_ID
 from app.tasks.service import create_task
-from tests.factories import make_deal, make_team, make_user, unique
+from app.workflows.planning import CONFIRM_DUE_AT_ONCE
+from tests.factories import make_deal, make_team, make_ticket, make_user, unique
 from tests.integration.test_api import WRITE_ALL, new_key
 from tests.servers import web_server
 
@@ -45,7 +46,7 @@ EXAMPLES = 10
 # The inbound endpoint's size limit in this test, in bytes.
 MAX_MESSAGE_BYTES = 4096
 # Every operation of the document runs, so that none is skipped unnoticed.
-OPERATIONS = 59
+OPERATIONS = 65
 
 # The inbound endpoint reads raw RFC 5322 messages as bytes.
 schemathesis.serializer.alias("message/rfc822", "application/octet-stream")
@@ -448,6 +449,67 @@ async def drive_campaigns(driver: Driver) -> None:
     await driver.ok(204, "DELETE", item, record_id=draft["id"])
 
 
+async def drive_rules(driver: Driver) -> None:
+    """Create, read, change and delete a workflow rule, with the 409 of many
+    timers due at once."""
+    collection = "/api/v1/workflow-rules"
+    item = f"{collection}/{{record_id}}"
+    marker = unique("due").replace(" ", "-")
+    definition = {
+        "trigger": {"kind": "time_after", "after": "created_at", "delay_minutes": 0},
+        "conditions": {
+            "type": "group",
+            "items": [
+                {
+                    "type": "condition",
+                    "field": "subject",
+                    "op": "contains",
+                    "value": marker,
+                }
+            ],
+        },
+        "actions": [{"kind": "add_tag", "tag": "due"}],
+    }
+    for n in range(CONFIRM_DUE_AT_ONCE):
+        await make_ticket(subject=f"Old {marker} {n}")
+    body = {"object_type": "ticket", "name": unique("Rule"), "definition": definition}
+    await driver.ok(409, "POST", collection, json={**body, "enabled": True})
+    rule = await driver.ok(201, "POST", collection, json=body)
+    rule_id = rule["id"]
+    await driver.ok(200, "GET", collection, params={"object_type": "ticket"})
+    await driver.ok(200, "GET", item, record_id=rule_id)
+    await driver.ok(200, "GET", f"{item}/runs", record_id=rule_id)
+    enable = {"enabled": True}
+    await driver.ok(428, "PATCH", item, record_id=rule_id, json=enable)
+    await driver.ok(
+        412, "PATCH", item, record_id=rule_id, json=enable, headers=if_match(9)
+    )
+    await driver.ok(
+        409, "PATCH", item, record_id=rule_id, json=enable, headers=if_match(1)
+    )
+    await driver.ok(
+        422,
+        "PATCH",
+        item,
+        record_id=rule_id,
+        json={"name": ""},
+        headers=if_match(1),
+    )
+    await driver.ok(
+        200,
+        "PATCH",
+        item,
+        record_id=rule_id,
+        json={"name": unique("Rule")},
+        headers=if_match(1),
+    )
+    await driver.ok(
+        422, "DELETE", item, record_id=rule_id, headers={"if-match": "first"}
+    )
+    await driver.ok(412, "DELETE", item, record_id=rule_id, headers=if_match(9))
+    await driver.ok(204, "DELETE", item, record_id=rule_id)
+
+
 def email_message(message_id: str) -> bytes:
     return (
         "From: Ada Customer <ada@example.org>\r\n"
@@ -541,7 +603,9 @@ async def test_explicit_cases_produce_statuses(
 ) -> None:
     team = await make_team()
     admin = await make_user(team=team)
-    token = await new_key(admin.id, {**WRITE_ALL, "campaign": "write"})
+    token = await new_key(
+        admin.id, {**WRITE_ALL, "campaign": "write", "workflow_rule": "write"}
+    )
     # Keys whose scopes miss the operation's type: one of the two does.
     scopes = [
         await new_key(admin.id, {"lead": "read"}),
@@ -572,6 +636,7 @@ async def test_explicit_cases_produce_statuses(
         await drive_tasks(driver, deal["id"], ticket["id"], admin.id)
         await drive_pipelines(driver, admin.id, team)
         await drive_campaigns(driver)
+        await drive_rules(driver)
         await drive_inbound(driver)
         await drive_problems(driver, documented, scopes)
     await drive_rate_limit(documented, produced)

@@ -1133,8 +1133,8 @@ class ApiRecipe:
 
 # Routes whose rights depend on more than a record's owner and team. Comments
 # follow their parent record and their author, and only administrators change
-# pipelines. Users' emails show to admins and to the user, campaigns belong to
-# no owner, and the event socket filters each event.
+# pipelines. Users' emails show to admins and to the user, campaigns and
+# workflow rules belong to no owner, and the event socket filters each event.
 # test_api_directory_comment_and_campaign_routes and
 # test_api_event_socket_follows_role_grants request them.
 SEPARATE_CHECKS = (
@@ -1143,6 +1143,7 @@ SEPARATE_CHECKS = (
     "pipelines",
     "directory",
     "campaigns",
+    "rules",
     "events",
 )
 
@@ -1214,6 +1215,14 @@ def api_recipes() -> dict[tuple[str, str], ApiRecipe]:
             ("DELETE", "/api/v1/campaigns/{record_id:int}"),
             ("POST", "/api/v1/campaigns/{record_id:int}/schedule"),
             ("POST", "/api/v1/campaigns/{record_id:int}/cancel"),
+        ],
+        "rules": [
+            ("GET", "/api/v1/workflow-rules"),
+            ("POST", "/api/v1/workflow-rules"),
+            ("GET", "/api/v1/workflow-rules/{record_id:int}"),
+            ("PATCH", "/api/v1/workflow-rules/{record_id:int}"),
+            ("DELETE", "/api/v1/workflow-rules/{record_id:int}"),
+            ("GET", "/api/v1/workflow-rules/{record_id:int}/runs"),
         ],
     }
     for kind, routes in separate.items():
@@ -1842,11 +1851,72 @@ async def check_api_campaigns(api: httpx.AsyncClient, viewer: Viewer) -> int:
     return 7
 
 
+async def check_api_rules(api: httpx.AsyncClient, world: World, viewer: Viewer) -> int:
+    """Only administrators read and change workflow rules. Writes to the
+    matrix's rule use a stale If-Match, so an allowed one gets 412 and the
+    rule stays as the other tests need it."""
+    from app.workflows.tables import WorkflowRule
+
+    item = f"/api/v1/workflow-rules/{world.rule_id}"
+    admin = viewer.access.is_admin
+
+    def expected(allowed: int) -> int:
+        return allowed if admin else 403
+
+    async def version() -> int:
+        row = (
+            await WorkflowRule.select(WorkflowRule.current_version)
+            .where(WorkflowRule.id == world.rule_id)
+            .first()
+        )
+        return int(row["current_version"])
+
+    for url in (
+        "/api/v1/workflow-rules?object_type=ticket&limit=200",
+        item,
+        f"{item}/runs",
+    ):
+        response = await api.get(url, headers=bearer(viewer))
+        assert response.status_code == expected(200), f"GET {url} as {viewer.role}"
+
+    name = unique("API rule")
+    body = {
+        "object_type": "ticket",
+        "name": name,
+        "definition": {
+            "trigger": {"kind": "created"},
+            "actions": [{"kind": "add_tag", "tag": "x"}],
+        },
+    }
+    response = await api.post(
+        "/api/v1/workflow-rules", json=body, headers=bearer(viewer)
+    )
+    assert response.status_code == expected(201), f"POST rules as {viewer.role}"
+    created = await WorkflowRule.select(WorkflowRule.id).where(
+        WorkflowRule.name == name
+    )
+    assert len(created) == (1 if admin else 0), f"POST rules as {viewer.role}"
+    # Created disabled; deleted at once so that it never acts on records.
+    await WorkflowRule.delete().where(WorkflowRule.name == name)
+
+    before = await version()
+    stale = {"if-match": f'"{before + 1000}"'}
+    response = await api.patch(
+        item, json={"name": unique("Renamed")}, headers=bearer(viewer, **stale)
+    )
+    assert response.status_code == expected(412), f"PATCH {item} as {viewer.role}"
+    response = await api.delete(item, headers=bearer(viewer, **stale))
+    assert response.status_code == expected(412), f"DELETE {item} as {viewer.role}"
+    assert await version() == before, viewer.role
+    return 6
+
+
 async def test_api_directory_comment_and_campaign_routes(
     world: World, api: httpx.AsyncClient
 ) -> None:
-    """Comments, tasks, pipelines, stages, users, teams and campaigns, for
-    every role and, where the route takes a record, every relation."""
+    """Comments, tasks, pipelines, stages, users, teams, campaigns and
+    workflow rules, for every role and, where the route takes a record,
+    every relation."""
     requests = 0
     for viewer in world.viewers.values():
         for relation in RELATIONS:
@@ -1855,8 +1925,9 @@ async def test_api_directory_comment_and_campaign_routes(
         requests += await check_api_pipelines(api, viewer)
         requests += await check_api_directory(api, world, viewer)
         requests += await check_api_campaigns(api, viewer)
+        requests += await check_api_rules(api, world, viewer)
 
-    assert requests == len(world.viewers) * (len(RELATIONS) * 14 + 11 + 6 + 7)
+    assert requests == len(world.viewers) * (len(RELATIONS) * 14 + 11 + 6 + 7 + 6)
 
 
 async def key_revoked(key_id: int) -> bool:

@@ -109,7 +109,7 @@ async def test_delete_waits_for_firing_timer(blocker, rules) -> None:
     assert await RuleRun.count().where(RuleRun.rule == rule_id) == 0
 
 
-async def test_timer_of_rule_being_deleted_is_skipped(blocker, rules) -> None:
+async def test_claim_skips_rule_being_deleted(blocker, rules) -> None:
     ticket_id, rule_id = await due_timer(rules)
     transaction = blocker.transaction()
     await transaction.start()
