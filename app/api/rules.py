@@ -29,6 +29,7 @@ from litestar import Response, delete, get, patch, post
 from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.params import Body
+from piccolo.table import Table
 
 from app.access.guards import ADMIN
 from app.api.common import (
@@ -228,6 +229,41 @@ def needs_confirmation(
     return response
 
 
+async def ordered_page(
+    request: ApiRequest,
+    source: tuple[type[Table], str, str],
+    where: tuple[list[str], list[object]],
+    order: tuple[dict[str, str], Sort],
+    query: dict[str, str | None],
+) -> Response[dict[str, Any]]:
+    """Return one page of rows in a fixed order, linking to the next page.
+
+    ``source`` is the table, its SELECT ... FROM and its alias, ``where`` the
+    conditions with their values, ``order`` the sortable columns with the
+    order, and ``query`` the request's parameters, with ``cursor`` and
+    ``limit``, which the next page's link keeps.
+    """
+    table, select_sql, alias = source
+    conditions, args = where
+    sorts, sort = order
+    limit = parse_limit(query["limit"])
+    page = await keyset_page(
+        table,
+        select_sql,
+        alias,
+        conditions,
+        args,
+        sorts,
+        sort,
+        query["cursor"],
+        limit,
+    )
+    following = next_link(
+        request.url.path, {**query, "limit": limit, "cursor": None}, page.next_cursor
+    )
+    return page_response(page.rows, following)
+
+
 @get(
     COLLECTION,
     opt=READ_RULES,
@@ -250,21 +286,13 @@ async def list_rules(
     if object_type is not None:
         conditions.append("r.object_type = {}")
         args.append(service.check_object_type(object_type))
-    size = parse_limit(limit)
-    page = await keyset_page(
-        WorkflowRule,
-        f"SELECT {SUMMARY_COLUMNS} FROM workflow_rule r",
-        "r",
-        conditions,
-        args,
-        RULE_SORTS,
-        RULE_ORDER,
-        cursor,
-        size,
+    return await ordered_page(
+        request,
+        (WorkflowRule, f"SELECT {SUMMARY_COLUMNS} FROM workflow_rule r", "r"),
+        (conditions, args),
+        (RULE_SORTS, RULE_ORDER),
+        {"object_type": object_type, "cursor": cursor, "limit": limit},
     )
-    query = {"object_type": object_type, "limit": size, "cursor": None}
-    following = next_link(request.url.path, query, page.next_cursor)
-    return page_response(page.rows, following)
 
 
 @get(
@@ -408,22 +436,16 @@ async def list_runs(
     if parse_flag("failures", failures):
         conditions.append("x.outcome = ANY({})")
         args.append(list(FAILED_OUTCOMES))
-    size = parse_limit(limit)
-    page = await keyset_page(
-        RuleRun,
-        f"SELECT {RUN_COLUMNS} FROM rule_run x",
-        "x",
-        conditions,
-        args,
-        RUN_SORTS,
-        RUN_ORDER,
-        cursor,
-        size,
+    response = await ordered_page(
+        request,
+        (RuleRun, f"SELECT {RUN_COLUMNS} FROM rule_run x", "x"),
+        (conditions, args),
+        (RUN_SORTS, RUN_ORDER),
+        {"failures": failures, "cursor": cursor, "limit": limit},
     )
-    query = {"failures": failures, "limit": size, "cursor": None}
-    following = next_link(request.url.path, query, page.next_cursor)
-    rows = [{**row, "actions": json.loads(row["actions"])} for row in page.rows]
-    return page_response(rows, following)
+    for row in response.content["data"]:
+        row["actions"] = json.loads(row["actions"])
+    return response
 
 
 RULE_ROUTES = [

@@ -21,7 +21,7 @@ from app.workflows.jobs import close_queue
 from app.workflows.service import get_rule, save_rule
 from app.workflows.tables import RuleRun, WorkflowRule, WorkflowRuleVersion
 from tests.factories import contains, make_user
-from tests.integration.test_api import new_key
+from tests.integration.test_api import bearer, new_key
 from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
@@ -48,10 +48,6 @@ async def api(server) -> AsyncIterator[httpx.AsyncClient]:
 async def admin_token() -> str:
     admin = await make_user("admin")
     return await new_key(admin.id, {"workflow_rule": "write"})
-
-
-def bearer(token: str, **headers: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}", **headers}
 
 
 def tag_rule(marker: str, tag: str = "api", field: str = "subject") -> dict[str, Any]:
