@@ -19,7 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from app import fields
 from app.access.guards import permission
-from app.access.scopes import comment_permits
+from app.access.scopes import comment_permits, permits_record
 from app.api.common import (
     ApiRequest,
     CursorQuery,
@@ -86,8 +86,8 @@ async def load_parent(
 ) -> dict[str, Any]:
     """Load the deal or ticket of comments and check ``action`` on its comments.
 
-    Raises NotFound when the user may not read the parent or its comments,
-    and 403 when they may read them but not ``action`` them, or the key has
+    Raises NotFound when the user may not read the parent, and 403 when
+    they may read it but not read or ``action`` its comments, or the key has
     no scope for the parent's type.
     """
     if not request.auth.allows(parent_type, "read"):
@@ -97,19 +97,22 @@ async def load_parent(
         )
     access = request.user.access
     parent = await load_record(RESOURCES[parent_type], parent_id)
-    if not comment_permits(access, "read", parent_type, parent):
+    if not permits_record(access, parent_type, "read", parent):
         raise NotFound(parent_type, parent_id)
-    if action != "read" and not comment_permits(access, action, parent_type, parent):
-        logger.info(
-            "api comment action denied user_id=%s %s_id=%s action=%s",
-            access.user_id,
-            parent_type,
-            parent_id,
-            action,
-        )
-        raise PermissionDeniedException(
-            f"Your role does not allow you to {action} comments on this {parent_type}."
-        )
+    # Every comment action needs the right to read the comments first.
+    for needed in dict.fromkeys(("read", action)):
+        if not comment_permits(access, needed, parent_type, parent):
+            logger.info(
+                "api comment action denied user_id=%s %s_id=%s action=%s",
+                access.user_id,
+                parent_type,
+                parent_id,
+                needed,
+            )
+            raise PermissionDeniedException(
+                f"Your role does not allow you to {needed} comments on this "
+                f"{parent_type}."
+            )
     return parent
 
 

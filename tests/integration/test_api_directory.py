@@ -10,13 +10,21 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.access.service import RoleInput, save_role
 from app.accounts.service import create_account
 from app.audit.tables import AuditLog
 from app.auth.tables import Team, User
 from app.comments.service import add_comment
 from app.deals.tables import Stage
 from app.events.tables import Event
-from tests.factories import make_deal, make_pipeline, make_team, make_user, unique
+from tests.factories import (
+    make_deal,
+    make_pipeline,
+    make_team,
+    make_ticket,
+    make_user,
+    unique,
+)
 from tests.integration.test_api import bearer, new_key
 from tests.servers import web_server
 
@@ -300,6 +308,66 @@ async def test_comments_follow_parent_scope(api) -> None:
     assert one.status_code == 404
     assert added.status_code == 404
     assert without_deal_scope.status_code == 403
+
+
+async def test_readable_deal_without_comment_right_403(api) -> None:
+    """Support agents read every deal but only their team's comments."""
+    agent = await make_user("support_agent", team=await make_team())
+    pipeline = await make_pipeline()
+    deal_id = await make_deal(pipeline, team=await make_team())
+    comment_id = await add_comment("deal", deal_id, "Team only", None)
+    token = await new_key(agent.id)
+
+    deal = await api.get(f"/api/v1/deals/{deal_id}", headers=bearer(token))
+    listed = await api.get(f"/api/v1/deals/{deal_id}/comments", headers=bearer(token))
+    one = await api.get(f"/api/v1/comments/{comment_id}", headers=bearer(token))
+    added = await api.post(
+        f"/api/v1/deals/{deal_id}/comments",
+        json={"body": "Let me in"},
+        headers=bearer(token),
+    )
+
+    assert deal.status_code == 200
+    assert listed.status_code == 403
+    assert listed.headers["content-type"].startswith("application/problem+json")
+    detail = "Your role does not allow you to read comments on this deal."
+    assert listed.json()["detail"] == detail
+    assert one.status_code == 403
+    assert added.status_code == 403
+    assert added.json()["detail"] == detail
+
+
+async def test_readable_ticket_without_comment_right_403(api) -> None:
+    """A role that reads every ticket but only comments on its own tickets."""
+    admin = await make_user()
+    role = "ticket_reader_" + unique("r").replace(" ", "_")
+    await save_role(
+        None,
+        RoleInput(
+            name=role,
+            label="Ticket reader",
+            permissions={"ticket": {"read": "all"}, "comment": {"read": "own"}},
+            field_rules={},
+        ),
+        admin.id,
+    )
+    reader = await make_user(role)
+    ticket_id = await make_ticket()
+    own_ticket = await make_ticket(assignee=reader.id)
+    token = await new_key(reader.id)
+
+    ticket = await api.get(f"/api/v1/tickets/{ticket_id}", headers=bearer(token))
+    listed = await api.get(
+        f"/api/v1/tickets/{ticket_id}/comments", headers=bearer(token)
+    )
+    own = await api.get(f"/api/v1/tickets/{own_ticket}/comments", headers=bearer(token))
+
+    assert ticket.status_code == 200
+    assert listed.status_code == 403
+    assert listed.json()["detail"] == (
+        "Your role does not allow you to read comments on this ticket."
+    )
+    assert own.status_code == 200
 
 
 async def test_query_parameters_checked(api) -> None:

@@ -1562,8 +1562,10 @@ def comment_expectation(
     """Return the refusal of a comment request on ``parent``, or None."""
     if not allows(viewer.access, needed):
         return 403
-    if not comment_permits(viewer.access, "read", parent_type, parent):
+    if not permits_record(viewer.access, parent_type, "read", parent):
         return 404
+    if not comment_permits(viewer.access, "read", parent_type, parent):
+        return 403
     if action != "read" and not comment_permits(
         viewer.access, action, parent_type, parent
     ):
