@@ -329,6 +329,11 @@ class Access(msgspec.Struct, frozen=True):
     def is_admin(self) -> bool:
         return self.scope("admin", "edit") == "all"
 
+    def sees_personal_details(self, user_id: int | None) -> bool:
+        """Return True when this user may see another user's email and client
+        addresses: administrators see everyone's, other users only their own."""
+        return self.is_admin or (user_id is not None and user_id == self.user_id)
+
 
 def resolve(
     user_id: int, team_ids: Iterable[int], roles: Iterable[RoleRules]

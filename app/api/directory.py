@@ -491,7 +491,7 @@ delete_stage = delete_route("stage", "Delete a stage (administrators)")
 
 def present_user(request: ApiRequest, row: dict[str, Any]) -> dict[str, Any]:
     shown = {name: row[name] for name in ("id", "name", "team", "active")}
-    if request.user.access.is_admin or row["id"] == request.user.id:
+    if request.user.access.sees_personal_details(row["id"]):
         shown["email"] = row["email"]
     return shown
 

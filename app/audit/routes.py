@@ -101,6 +101,11 @@ async def history_fragment(
         hidden_fields=access.hidden_fields(record_type),
         before=cursor,
     )
+    for row in page.rows:
+        # An editor's email and client address are personal data, shown
+        # only to administrators and to the editor themself.
+        if not access.sees_personal_details(row["actor_id"]):
+            del row["actor_email"], row["client_address"]
     return Template(
         "audit/_history.html",
         context={

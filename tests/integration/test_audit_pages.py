@@ -12,7 +12,14 @@ import pytest
 
 from app.audit.tables import AuditLog
 from tests.browserless import Session
-from tests.factories import PASSWORD, make_deal, make_pipeline, make_ticket, make_user
+from tests.factories import (
+    PASSWORD,
+    make_deal,
+    make_pipeline,
+    make_team,
+    make_ticket,
+    make_user,
+)
 from tests.servers import web_server
 
 HTML = {"accept": "text/html"}
@@ -169,6 +176,71 @@ async def test_history_outside_read_scope_is_not_found(server) -> None:
     history = await session.get(f"/deals/{deal_id}/history", headers=HTML)
 
     assert history.status_code == 404
+    await session.close()
+
+
+async def test_history_shows_personal_details_to_admins(server) -> None:
+    """Other users see who changed a record and when, but only administrators
+    and the editor themself see the editor's email and client address."""
+    admin = await make_user("admin", name="Ada Auditor")
+    team = await make_team()
+    manager = await make_user("sales_manager", team=team)
+    agent = await make_user("support_agent")
+    pipeline = await make_pipeline()
+    deal_id = await make_deal(pipeline, team=team, name="Private edits")
+    editing = Session(server.url)
+    await editing.sign_in(admin.email)
+    await editing.post(
+        f"/deals/{deal_id}", {"name": "Renamed edits", "base_name": "Private edits"}
+    )
+    own = Session(server.url)
+    await own.sign_in(manager.email)
+    await own.post(
+        f"/deals/{deal_id}", {"name": "Managed edits", "base_name": "Renamed edits"}
+    )
+
+    by_admin = await editing.get(f"/deals/{deal_id}/history")
+    by_manager = await own.get(f"/deals/{deal_id}/history")
+    viewing = Session(server.url)
+    await viewing.sign_in(agent.email)
+    by_agent = await viewing.get(f"/deals/{deal_id}/history")
+
+    for response in (by_admin, by_manager, by_agent):
+        assert response.status_code == 200
+        assert "Ada Auditor" in response.text
+        assert len(entry_ids(response.text)) == 2
+        assert "<time datetime=" in response.text
+    assert admin.email in by_admin.text
+    assert manager.email in by_admin.text
+    assert "127.0.0.1" in by_admin.text
+    # The manager sees their own row's details, not the administrator's.
+    assert manager.email in by_manager.text
+    assert admin.email not in by_manager.text
+    assert by_manager.text.count("127.0.0.1") == 1
+    assert admin.email not in by_agent.text
+    assert manager.email not in by_agent.text
+    assert "127.0.0.1" not in by_agent.text
+    assert "no client address" not in by_agent.text
+    for session in (editing, own, viewing):
+        await session.close()
+
+
+async def test_admin_search_still_shows_personal_details(server) -> None:
+    admin = await make_user("admin")
+    ticket_id = await make_ticket(status="new")
+    session = Session(server.url)
+    await session.sign_in(admin.email)
+    await session.post(
+        f"/tickets/{ticket_id}", {"status": "open", "base_status": "new"}
+    )
+
+    page = await session.get(
+        f"/admin/audit?record_type=ticket&record_id={ticket_id}", headers=HTML
+    )
+
+    assert page.status_code == 200
+    assert admin.email in page.text
+    assert "127.0.0.1" in page.text
     await session.close()
 
 
