@@ -165,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from app.sla.routes import SlaAdminController, SlaReportController
     from app.tasks.routes import TaskController
     from app.tickets.routes import TicketBoardController, TicketController
+    from app.web.deletion import DELETE_ROUTES
     from app.webhooks.routes import WebhookAdminController
     from app.workflows.routes import WorkflowController
 
@@ -220,6 +221,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             PipelineAdminController,
             AvailabilityController,
             HistoryController,
+            *DELETE_ROUTES,
             AuditAdminController,
             WebhookAdminController,
             CampaignController,

@@ -15,6 +15,7 @@ from app.access.scopes import permits_record, redact
 from app.access.views import split_variant, view_key
 from app.accounts import queries
 from app.errors import NotFound
+from app.web.deletion import deleted_row, render_deleted_notice
 from app.web.templating import render
 from realtime.messages import Event
 
@@ -41,26 +42,28 @@ async def render_contact_change(
     """Update the account page's contact list after a contact changed.
 
     A contact still at the account gets its row replaced, and one that left,
-    or that left the viewer's scope, gets it removed. One that joined is not
+    was deleted, or left the viewer's scope, gets it removed. One that joined is not
     inserted, because its place depends on the page of the list each viewer
     has open, so the list shows a link to reload it instead. The heading's
     count, of the contacts the viewer may read, is always updated.
     """
     if contact is None:
         return ""
+    # A deleted contact is its row as it was, which only its former readers had.
+    deleted = event.kind == "contact.deleted"
     readable = permits_record(access, "contact", "read", contact)
     owner_change = event.changes.get("owner")
-    if not readable and not owner_change:
+    if not readable and (deleted or not owner_change):
         return ""
 
     moved = event.changes.get("account")
-    if contact["account"] != account_id or not readable:
+    if deleted or contact["account"] != account_id or not readable:
         change = "left"
     elif moved is not None and moved[0] != account_id:
         change = "joined"
     else:
         change = "changed"
-    if access.scope("contact", "read") == "all":
+    if access.scope("contact", "read") == "all" and not deleted:
         count = contact["contact_count"]
     else:
         count = await queries.count_contacts(account_id, access)
@@ -79,10 +82,14 @@ async def render_account_page(
     account_id = int(topic.partition(":")[2])
     if event.record_type not in ("account", "contact"):
         return dict.fromkeys(variants, "")
+    if event.kind == "account.deleted":
+        return await render_deleted_notice(event, variants)
 
     account = await load_account(account_id, cache)
     contact = None
-    if event.record_type == "contact":
+    if event.kind == "contact.deleted":
+        contact = await deleted_row(event)
+    elif event.record_type == "contact":
         contact = await queries.get_contact_row(event.record_id, account_id)
 
     texts: dict[str, str] = {}

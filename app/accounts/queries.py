@@ -32,7 +32,7 @@ ACCOUNT_SQL = f"""
     SELECT a.id, a.name, a.domain, a.industry, a.employees, a.annual_revenue,
         a.year_established, a.phone, a.website, a.city, a.country, a.tier,
         a.parent, p.name AS parent_name, a.owner, u.name AS owner_name,
-        a.updated_at, {owner_teams_sql("a")} AS owner_teams,
+        a.updated_at, a.version, {owner_teams_sql("a")} AS owner_teams,
         (SELECT count(*) FROM account s WHERE s.parent = a.id AND {{subsidiaries}})
             AS subsidiary_count,
         (SELECT count(*) FROM contact c WHERE c.account = a.id AND {{contacts}})

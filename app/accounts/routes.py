@@ -25,6 +25,7 @@ from app.leads.conversion import origin_leads
 from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
 from app.people import people_choices
+from app.web.deletion import delete_context
 from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
 from app.web.pages import live_context
 
@@ -92,6 +93,7 @@ class AccountController(Controller):
                 "contacts": loaded.contacts,
                 "deals": loaded.deals,
                 "tickets": loaded.tickets,
+                **await delete_context("account", loaded.account, request.user.access),
                 "origin": await origin_leads(
                     "account", account_id, request.user.access
                 ),

@@ -13,6 +13,7 @@ from app.access.scopes import permits_record, redact
 from app.access.views import split_variant, view_key
 from app.contacts import queries
 from app.errors import NotFound
+from app.web.deletion import render_deleted_notice
 from app.web.templating import render
 from realtime.messages import Event
 
@@ -25,6 +26,8 @@ async def render_contact_page(
     contact_id = int(topic.partition(":")[2])
     if event.record_type != "contact":
         return dict.fromkeys(variants, "")
+    if event.kind == "contact.deleted":
+        return await render_deleted_notice(event, variants)
     try:
         contact = await queries.get_contact(contact_id)
     except NotFound:

@@ -23,7 +23,7 @@ CONTACT_SQL = f"""
         nullif(trim(c.first_name || ' ' || c.last_name), '') AS name,
         c.email, c.phone, c.title, c.lifecycle_stage, c.personal_notes,
         c.account, a.name AS account_name, c.owner, u.name AS owner_name,
-        c.updated_at,
+        c.updated_at, c.version,
         {owner_teams_sql("c")} AS owner_teams,
         (SELECT count(*) FROM deal d WHERE d.contact = c.id AND {{deals}})
             AS deal_count,

@@ -24,6 +24,7 @@ from app.leads.conversion import origin_leads
 from app.merge import Conflict
 from app.pagination import PageRequest, parse_search, parse_sibling_pages
 from app.people import people_choices
+from app.web.deletion import delete_context
 from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
 from app.web.pages import live_context
 
@@ -80,6 +81,7 @@ class ContactController(Controller):
                 "access": request.user.access,
                 "deals": loaded.deals,
                 "tickets": loaded.tickets,
+                **await delete_context("contact", loaded.contact, request.user.access),
                 "origin": await origin_leads(
                     "contact", contact_id, request.user.access
                 ),

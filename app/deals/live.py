@@ -21,6 +21,7 @@ from app.deals import queries
 from app.forecast.probability import DealChance
 from app.tasks.live import render_task_list, task_list_html
 from app.tasks.service import record_tasks
+from app.web.deletion import render_deleted_notice
 from app.web.templating import render
 from realtime.messages import Event
 
@@ -177,6 +178,8 @@ async def render_deal_page(
         }
     if event.record_type == "task":
         return await render_task_list("deal", deal_id, variants, cache)
+    if event.kind == "deal.deleted":
+        return await render_deleted_notice(event, variants)
     if event.record_type != "deal":
         return dict.fromkeys(variants, "")
 

@@ -35,6 +35,7 @@ from app.merge import Conflict
 from app.pagination import parse_search
 from app.people import people_choices
 from app.tasks.routes import task_context
+from app.web.deletion import delete_context
 from app.web.forms import (
     EditForm,
     FormData,
@@ -159,6 +160,7 @@ class DealController(Controller):
                 **await comment_context("deal", deal, access),
                 "origin": await origin_leads("deal", deal_id, access),
                 **await task_context("deal", deal, access),
+                **await delete_context("deal", deal, access),
                 **live,
             },
         )

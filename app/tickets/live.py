@@ -18,6 +18,7 @@ from app.comments.service import timeline
 from app.tasks.live import render_task_list, task_list_html
 from app.tasks.service import record_tasks
 from app.tickets import queries
+from app.web.deletion import render_deleted_notice
 from app.web.templating import render
 from realtime.messages import Event
 
@@ -137,6 +138,8 @@ async def render_ticket_page(
         }
     if event.record_type == "task":
         return await render_task_list("ticket", ticket_id, variants, cache)
+    if event.kind == "ticket.deleted":
+        return await render_deleted_notice(event, variants)
     if event.record_type != "ticket":
         return dict.fromkeys(variants, "")
 

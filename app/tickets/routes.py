@@ -27,6 +27,7 @@ from app.tickets.service import (
     update_ticket,
 )
 from app.tickets.tables import CHANNELS, PRIORITIES, STATUSES
+from app.web.deletion import delete_context
 from app.web.forms import (
     EditForm,
     FormData,
@@ -125,6 +126,7 @@ class TicketController(Controller):
                 "access": access,
                 **await comment_context("ticket", ticket, access),
                 **await task_context("ticket", ticket, access),
+                **await delete_context("ticket", ticket, access),
                 **await ticket_email_context(ticket, access, email_page),
                 **live,
             },

@@ -461,6 +461,10 @@ RECORD_ROUTES = {
     "/contacts/{record_id:int}/history": "contact",
     "/tickets/{ticket_id:int}/tasks/{task_id:int}/done": "ticket",
     "/deals/{deal_id:int}/tasks/{task_id:int}/done": "deal",
+    "/deals/{record_id:int}/delete": "deal",
+    "/tickets/{record_id:int}/delete": "ticket",
+    "/accounts/{record_id:int}/delete": "account",
+    "/contacts/{record_id:int}/delete": "contact",
 }
 
 
@@ -484,6 +488,10 @@ def recipe_for(method: str, path: str) -> Recipe:
         return Recipe(record, "edit")
     if "/fields/" in path:
         return Recipe(record, "edit", data="ticket_priority")
+    if path.endswith("/delete"):
+        # Sent at a stale version: an allowed delete gets 409 and deletes
+        # nothing, so the later routes still find the record.
+        return Recipe(record, "delete", data=f"{record}_stale_delete")
     if method == "POST":
         return Recipe(record, "edit", data=f"{record}_edit")
     return Recipe(record, "read")
@@ -539,6 +547,10 @@ async def post_data(kind: str, world: World, records: Records) -> dict[str, str]
             .first()
         )
         return {"title": unique("Title"), "base_title": contact["title"]}
+    if kind.endswith("_stale_delete"):
+        record_type = kind.removesuffix("_stale_delete")
+        version = await stored_version(record_type, getattr(records, record_type))
+        return {"version": str(version + 1000)}
     raise AssertionError(f"no data for {kind}")
 
 
