@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from email.message import EmailMessage
 from typing import Any
 
 import aiosmtplib
@@ -24,9 +25,20 @@ RETRY_DELAY = 15
 async def send_mail(ctx: dict[str, Any], to: str, subject: str, text: str) -> str:
     """Deliver one message and return where it went (SMTP server or outbox file)."""
     settings: Settings = ctx.get("settings") or Settings.from_env()
-    job_try = int(ctx.get("job_try", 1))
     domain = (ctx.get("email_settings") or EmailSettings.from_env()).domain
     message = build_message(settings.mail_from, to, subject, text, domain)
+    return await deliver_or_retry(ctx, message, settings)
+
+
+async def deliver_or_retry(
+    ctx: dict[str, Any], message: EmailMessage, settings: Settings
+) -> str:
+    """Deliver ``message`` from a job with up to MAX_TRIES tries.
+
+    Returns where it went. While SMTP fails, raises arq's Retry with a
+    growing delay, and after the last try raises the error itself.
+    """
+    job_try = int(ctx.get("job_try", 1))
     try:
         return await deliver(message, settings)
     except (aiosmtplib.SMTPException, OSError) as error:

@@ -21,7 +21,11 @@ from app.webhooks.jobs import deliver_outbox_job, relay_outbox
 from app.workflows import jobs as workflow_jobs
 from realtime.bus import Bus
 from workers.assignment import assign_job
-from workers.campaigns import send_campaign_job, start_due_campaigns
+from workers.campaigns import (
+    send_campaign_job,
+    send_campaign_test_job,
+    start_due_campaigns,
+)
 from workers.connection import open_queue, queue_name, redis_settings
 from workers.email import requeue_unsent_replies, send_ticket_reply_job
 from workers.forecast import (
@@ -225,6 +229,7 @@ class WorkerSettings:
         rescore_open_leads_nightly,
         train_scoring_model_job,
         send_campaign_job,
+        send_campaign_test_job,
         sensitive_field_job,
     ]
     cron_jobs = scheduled_jobs(os.environ.get("REDIS_PREFIX", "crm:"))

@@ -12,6 +12,7 @@ from litestar.response import Redirect, Template
 
 from app.access.guards import PUBLIC, permission
 from app.auth.service import CurrentUser
+from app.campaigns.preview import campaign_preview
 from app.campaigns.segments import (
     SEGMENT_FIELDS,
     SEGMENT_OPERATORS,
@@ -20,6 +21,7 @@ from app.campaigns.segments import (
     segment_conditions,
 )
 from app.campaigns.service import (
+    EDITABLE_STATES,
     CampaignInput,
     campaign_stats,
     cancel_campaign,
@@ -36,6 +38,7 @@ from app.campaigns.service import (
     update_campaign,
 )
 from app.campaigns.tables import AUDIENCES
+from app.campaigns.templates import placeholder_list
 from app.campaigns.tokens import read_token
 from app.errors import FieldError, NotFound
 from app.pagination import PageRequest, parse_sibling_pages
@@ -133,6 +136,7 @@ def form_page(
             "segment_fields": SEGMENT_FIELDS,
             "operators": {op: OPERATOR_LABELS[op] for op in SEGMENT_OPERATORS},
             "rows": max(FORM_ROWS, len(typed["conditions"]) + 1),
+            "placeholders": placeholder_list(),
             "section": "campaigns",
         },
         status_code=422 if error else 200,
@@ -144,6 +148,7 @@ async def campaign_page(
     campaign_id: int,
     raw_pages: dict[str, str | None],
     error: FieldError | None = None,
+    test_queued: bool = False,
 ) -> Template:
     live = await live_context([f"campaign:{campaign_id}"], presence=False)
     campaign = await get_campaign(campaign_id)
@@ -152,14 +157,21 @@ async def campaign_page(
     # Recipients are chosen when sending starts; until then, show how many
     # the segment selects now.
     members = None
-    if campaign["state"] in ("draft", "scheduled"):
+    preview = None
+    if campaign["state"] in EDITABLE_STATES:
         group = parse_segment(campaign["segment"], campaign["audience"])
         members = await count_members(campaign["audience"], group)
+        preview = await campaign_preview(
+            request.user.access, campaign, request.app.state.settings
+        )
     return Template(
         "campaigns/detail.html",
         context={
             "campaign": campaign,
             "members": members,
+            "preview": preview,
+            "test_queued": test_queued,
+            "viewer_email": request.user.email,
             "stats": await campaign_stats(campaign_id),
             "influence": await influence_totals(campaign_id),
             "recipients": await list_recipients(campaign_id, pages["recipients_page"]),
@@ -222,6 +234,7 @@ class CampaignController(Controller):
         recipients_page: FromQuery[str | None] = None,
         deals_page: FromQuery[str | None] = None,
         leads_page: FromQuery[str | None] = None,
+        test: FromQuery[str | None] = None,
     ) -> Template:
         return await campaign_page(
             request,
@@ -231,6 +244,7 @@ class CampaignController(Controller):
                 "deals_page": deals_page,
                 "leads_page": leads_page,
             },
+            test_queued=test == "queued",
         )
 
     @get("/{campaign_id:int}/form", opt=permission("campaign", "edit"))
@@ -265,6 +279,36 @@ class CampaignController(Controller):
             return await campaign_page(request, campaign_id, {}, error)
         # The worker's dispatcher checks for due campaigns every five seconds.
         return Redirect(f"/campaigns/{campaign_id}")
+
+    @post(
+        "/{campaign_id:int}/test", opt=permission("campaign", "edit"), status_code=200
+    )
+    async def send_test(
+        self, request: UserRequest, campaign_id: RecordId
+    ) -> Template | Redirect:
+        """Queue the campaign rendered as its preview shows it, to the viewer."""
+        campaign = await get_campaign(campaign_id)
+        # Rendered now, so an error shows on the page instead of in the worker.
+        preview = await campaign_preview(
+            request.user.access, campaign, request.app.state.settings
+        )
+        if preview.error is not None:
+            logger.info(
+                "campaign test not queued campaign_id=%s user_id=%s error=%s",
+                campaign_id,
+                request.user.id,
+                preview.error,
+            )
+            return await campaign_page(request, campaign_id, {}, preview.error)
+        await request.app.state.arq.enqueue_job(
+            "send_campaign_test", campaign_id, request.user.id, preview.values
+        )
+        logger.info(
+            "campaign test queued campaign_id=%s user_id=%s",
+            campaign_id,
+            request.user.id,
+        )
+        return Redirect(f"/campaigns/{campaign_id}?test=queued")
 
     @post(
         "/{campaign_id:int}/cancel", opt=permission("campaign", "edit"), status_code=200

@@ -20,7 +20,7 @@ import uuid
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiosmtplib
 import msgspec
@@ -28,7 +28,7 @@ import msgspec
 from app.campaigns.segments import parse_segment, segment_members
 from app.campaigns.service import campaign_topics
 from app.campaigns.tables import Campaign
-from app.campaigns.templates import recipient_fields, render_text
+from app.campaigns.templates import recipient_fields, render_message
 from app.campaigns.tokens import make_token
 from app.config import Settings
 from app.email.settings import EmailSettings
@@ -44,6 +44,11 @@ STALE_SECONDS = float(os.environ.get("CAMPAIGN_STALE_SECONDS", "30"))
 SLICE_SECONDS = float(os.environ.get("CAMPAIGN_SLICE_SECONDS", "240"))
 # Seconds between heartbeats while a sender waits for its next slot.
 HEARTBEAT_SECONDS = max(0.5, min(5.0, STALE_SECONDS / 3))
+# A test message: its subject prefix, the header naming its campaign, and the
+# token in its footer link, which names no recipient.
+TEST_PREFIX = "[Test] "
+TEST_HEADER = "X-Switchboard-Campaign-Test"
+TEST_TOKEN = "test"
 
 DUE = """
 SELECT id FROM campaign
@@ -233,42 +238,86 @@ def unsubscribe_url(settings: Settings, token: str) -> str:
     return f"{settings.public_url.rstrip('/')}/unsubscribe/{token}"
 
 
+def compose_message(
+    campaign: dict[str, Any],
+    values: dict[str, Any],
+    link: str,
+    to: str,
+    settings: Settings,
+) -> EmailMessage:
+    """Render the campaign for one recipient's ``values`` into a message to ``to``."""
+    subject, body = render_message(campaign, values, link)
+    # Lines up to RFC 5322's limit of 998 characters: under the default of
+    # 78, the unsubscribe URLs would be folded into RFC 2047 encoded words,
+    # which mail clients do not read as List-Unsubscribe.
+    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
+    message["From"] = settings.mail_from
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content(body)
+    return message
+
+
+def add_unsubscribe_headers(
+    message: EmailMessage, settings: Settings, token: str
+) -> None:
+    """Add List-Unsubscribe (RFC 2369) and, for an https link, RFC 8058's
+    one-click List-Unsubscribe-Post."""
+    link = unsubscribe_url(settings, token)
+    sender = parseaddr(settings.mail_from)[1]
+    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
+    message["List-Unsubscribe"] = f"<{link}>, <{mailto}>"
+    # RFC 8058 section 3.1 requires an HTTPS URI for one-click unsubscribing,
+    # so with an http PUBLIC_URL the links stay, without the one-click claim.
+    if urlsplit(link).scheme == "https":
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+
+
 def build_campaign_message(
     campaign: dict[str, Any],
     recipient: dict[str, Any],
     settings: Settings,
     domain: str,
 ) -> EmailMessage:
-    """Render one recipient's message with its RFC 8058 unsubscribe headers,
-    marked as automatic mail of ``domain`` (EMAIL_DOMAIN)."""
+    """Render one recipient's message with its unsubscribe headers, marked
+    as automatic mail of ``domain`` (EMAIL_DOMAIN)."""
     token = make_token(settings.secret_key, recipient["id"])
-    link = unsubscribe_url(settings, token)
     values = recipient["fields"]
     if isinstance(values, str):
         values = msgspec.json.decode(values)
-    context = {
-        "recipient": values,
-        "campaign": {"name": campaign["name"]},
-        "unsubscribe_url": link,
-    }
-    subject = render_text("subject", campaign["subject"], context).strip()
-    body = render_text("body", campaign["body"], context)
-    body = f"{body.rstrip()}\n\n--\nTo stop receiving these emails: {link}\n"
-
-    sender = parseaddr(settings.mail_from)[1]
-    mailto = f"mailto:{sender}?subject={quote('unsubscribe ' + token)}"
-    # Lines up to RFC 5322's limit of 998 characters: under the default of
-    # 78, the unsubscribe URLs would be folded into RFC 2047 encoded words,
-    # which mail clients do not read as List-Unsubscribe.
-    message = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
-    message["From"] = settings.mail_from
-    message["To"] = formataddr((recipient["name"], recipient["email"]))
-    message["Subject"] = subject
+    message = compose_message(
+        campaign,
+        values,
+        unsubscribe_url(settings, token),
+        formataddr((recipient["name"], recipient["email"])),
+        settings,
+    )
     message["Message-ID"] = recipient["message_id"]
-    message["List-Unsubscribe"] = f"<{link}>, <{mailto}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    add_unsubscribe_headers(message, settings, token)
     mark_automatic(message, domain)
-    message.set_content(body)
+    return message
+
+
+def build_test_message(
+    campaign: dict[str, Any],
+    values: dict[str, Any],
+    to: str,
+    settings: Settings,
+    domain: str,
+) -> EmailMessage:
+    """Render a test of the campaign for ``to``, marked in its subject and
+    in TEST_HEADER.
+
+    A test has no recipient row to unsubscribe, so it carries no
+    List-Unsubscribe headers, and its footer link leads to the unsubscribe
+    "not found" page.
+    """
+    message = compose_message(
+        campaign, values, unsubscribe_url(settings, TEST_TOKEN), to, settings
+    )
+    message.replace_header("Subject", f"{TEST_PREFIX}{message['Subject']}")
+    message[TEST_HEADER] = str(campaign["id"])
+    mark_automatic(message, domain)
     return message
 
 

@@ -346,3 +346,53 @@ async def test_campaign_stats_count_recipients(api) -> None:
         "replied": 2,
         "unsubscribed": 1,
     }
+
+
+async def test_single_brace_placeholder_rejected(api) -> None:
+    token = await manager_key()
+    body = campaign_body(subject="Hello {first_name}")
+
+    response = await api.post("/api/v1/campaigns", json=body, headers=bearer(token))
+    stored = await Campaign.select(Campaign.id).where(Campaign.name == body["name"])
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == "subject"
+    assert problem["value"] == "{first_name}"
+    assert "{{ recipient.first_name }}" in problem["detail"]
+    assert "{{ '{' }}" in problem["detail"]
+    assert stored == []
+
+
+async def test_patch_unknown_placeholder_keeps_text(api) -> None:
+    token = await manager_key()
+    campaign = await create(api, token, body="Dear {{ recipient.name }}")
+    url = f"/api/v1/campaigns/{campaign['id']}"
+
+    unknown = await api.patch(
+        url,
+        json={"body": "Dear {{ recipient.nickname }}"},
+        headers=bearer(token, **{"if-match": '"1"'}),
+    )
+    stray = await api.patch(
+        url,
+        json={"body": "Dear {recipient.name}"},
+        headers=bearer(token, **{"if-match": '"1"'}),
+    )
+    literal = await api.patch(
+        url,
+        json={"body": "Dear {{ recipient.name }}, see {{ '{' }}braces{{ '}' }}"},
+        headers=bearer(token, **{"if-match": '"1"'}),
+    )
+
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["field"] == "body"
+    assert unknown.json()["value"] == "{{ recipient.nickname }}"
+    assert "{{ recipient.first_name }}" in unknown.json()["detail"]
+    assert stray.status_code == 422, stray.text
+    assert stray.json()["field"] == "body"
+    assert stray.json()["value"] == "{recipient.name}"
+    assert "write {{ recipient.name }}" in stray.json()["detail"]
+    # The rejected changes stored nothing, so the version is still 1.
+    assert literal.status_code == 200, literal.text
+    assert literal.headers["etag"] == '"2"'

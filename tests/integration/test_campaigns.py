@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -25,7 +26,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.access.tables import Role
 from app.campaigns.segments import parse_segment
+from app.campaigns.sending import TEST_HEADER, build_campaign_message
 from app.campaigns.service import (
     CampaignInput,
     campaign_stats,
@@ -36,7 +39,9 @@ from app.campaigns.service import (
     schedule_campaign,
 )
 from app.campaigns.tables import Campaign, CampaignRecipient, EmailSuppression
+from app.campaigns.templates import SAMPLE_CONTEXT, check_templates, render_message
 from app.campaigns.tokens import make_token, read_token
+from app.config import Settings
 from app.contacts.tables import Contact
 from app.deals.service import move_deal
 from app.email.inbound import receive_message
@@ -190,6 +195,12 @@ async def test_template_errors_name_the_field() -> None:
         ({"subject": "Hi {% if %}"}, "subject"),
         ({"body": "{{ ''.__class__.__mro__[1].__subclasses__() }}"}, "body"),
         ({"subject": "Line one{{ '\\n' }}line two"}, "subject"),
+        ({"subject": "Hello {first_name}"}, "subject"),
+        ({"body": "Hi {recipient.first_name}"}, "body"),
+        (
+            {"body": "{% if recipient.title %}{{ recipient.nickname }}{% endif %}"},
+            "body",
+        ),
         ({"rate_per_minute": "0"}, "rate_per_minute"),
         ({"rate_per_minute": "fast"}, "rate_per_minute"),
         ({"influence_days": "400"}, "influence_days"),
@@ -212,7 +223,86 @@ async def test_undefined_placeholder_names_itself() -> None:
         await create_campaign(data, None)
 
     assert raised.value.field == "body"
-    assert "recipent" in raised.value.reason
+    assert raised.value.value == "{{ recipent.name }}"
+    assert "{{ recipient.name }}" in raised.value.reason
+
+
+STRAY_BRACES = [
+    ("subject", "Hello {first_name}", "{first_name}", "{{ recipient.first_name }}"),
+    ("subject", "Hi {recipient.company}", "{recipient.company}", "recipient.company"),
+    ("body", "Hi,\n\nfor {campaign.name}", "{campaign.name}", "{{ campaign.name }}"),
+    ("body", "Hi {nickname}", "{nickname}", "{{ recipient.title }}"),
+    ("body", "Hi {{ recipient.name }} }", "}", "{{ '}' }}"),
+    ("subject", "Hi { there", "{", "{{ '{' }}"),
+]
+
+
+@pytest.mark.parametrize(("field", "text", "value", "advice"), STRAY_BRACES)
+async def test_stray_brace_rejected_with_advice(
+    field: str, text: str, value: str, advice: str
+) -> None:
+    name = unique("Braces")
+    texts = {"subject": "Hi", "body": "Hello", field: text}
+    data = CampaignInput(name=name, segment=segment_for("x"), **texts)
+
+    with pytest.raises(FieldError) as raised:
+        await create_campaign(data, None)
+    stored = await Campaign.select(Campaign.id).where(Campaign.name == name)
+
+    assert raised.value.field == field
+    assert raised.value.value == value
+    assert advice in raised.value.reason
+    assert "{{ '{' }}" in raised.value.reason
+    assert stored == []
+
+
+def test_stray_brace_names_its_line() -> None:
+    with pytest.raises(FieldError) as raised:
+        check_templates("Hi", "Hello,\n\nSee {first_name}.")
+
+    assert "on line 3" in raised.value.reason
+
+
+async def test_literal_braces_saved_and_sent() -> None:
+    body = (
+        "Code {{ '{' }}x{{ '}' }} and {% raw %}{y}{% endraw %} for {{ recipient.name }}"
+    )
+    campaign_id = await create_campaign(
+        CampaignInput(
+            name=unique("Literal"), segment=segment_for("x"), subject="Hi", body=body
+        ),
+        None,
+    )
+
+    campaign = await get_campaign(campaign_id)
+    subject, text = render_message(
+        campaign, SAMPLE_CONTEXT["recipient"], "https://crm.example.test/u/1"
+    )
+
+    assert subject == "Hi"
+    assert text.startswith("Code {x} and {y} for Ada Lovelace")
+
+
+def test_one_click_header_only_over_https() -> None:
+    campaign = {"id": 1, "name": "News", "subject": "Hi", "body": "Hello"}
+    recipient = {
+        "id": 7,
+        "name": "Pat Tester",
+        "email": "pat@people.example",
+        "fields": dict(SAMPLE_CONTEXT["recipient"]),
+        "message_id": "<campaign-1-x@campaigns.test>",
+    }
+    base = Settings.from_env()
+    secure = replace(base, public_url="https://crm.example.test")
+    plain = replace(base, public_url="http://crm.example.test")
+
+    over_https = build_campaign_message(campaign, recipient, secure, "campaigns.test")
+    over_http = build_campaign_message(campaign, recipient, plain, "campaigns.test")
+
+    assert over_https["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert over_https["List-Unsubscribe"].startswith("<https://crm.example.test/")
+    assert over_http["List-Unsubscribe-Post"] is None
+    assert over_http["List-Unsubscribe"].startswith("<http://crm.example.test/")
 
 
 def test_segment_errors_name_the_path() -> None:
@@ -371,6 +461,9 @@ async def test_unsubscribe_link_over_http(smtp_server: SmtpServer) -> None:
             )
             match = UNSUBSCRIBE_LINK.search(message.get_content())
             assert match is not None
+            # RFC 8058's one-click POST needs an https link, so none is offered.
+            assert message["List-Unsubscribe"].startswith(f"<{server.url}/")
+            assert message["List-Unsubscribe-Post"] is None
             link = match.group(0)
 
             async with httpx.AsyncClient(timeout=10) as client:
@@ -488,6 +581,15 @@ async def test_campaign_pages_follow_roles() -> None:
         bad_field = await sessions["manager"].post(
             "/campaigns/", {**form, "condition_field": ["salary"]}, htmx=False
         )
+        single_brace = await sessions["manager"].post(
+            "/campaigns/",
+            {
+                **form,
+                "subject": "Hello {first_name}",
+                "body": "Hi {{ recipient.name }}",
+            },
+            htmx=False,
+        )
         created = await sessions["manager"].post("/campaigns/", form, htmx=False)
         location = created.headers.get("location", "")
         detail = await sessions["rep"].get(location)
@@ -506,6 +608,14 @@ async def test_campaign_pages_follow_roles() -> None:
 
     assert invalid.status_code == 422
     assert 'data-field="body"' in invalid.text
+    assert single_brace.status_code == 422
+    assert 'data-field="subject"' in single_brace.text
+    assert "{first_name}" in single_brace.text
+    assert "write {{ recipient.first_name }}" in single_brace.text
+    # The form keeps what was typed.
+    assert 'value="Hello {first_name}"' in single_brace.text
+    assert ">Hi {{ recipient.name }}</textarea>" in single_brace.text
+    assert f'value="{name}"' in single_brace.text
     assert bad_field.status_code == 422
     assert 'data-field="segment.items.0.field"' in bad_field.text
     assert created.status_code in (302, 303)
@@ -524,6 +634,8 @@ async def test_campaign_pages_follow_roles() -> None:
     assert past_time.status_code == 422
     assert 'data-field="send_at"' in past_time.text
     assert "is in the past" in past_time.text
+    stored = await Campaign.select(Campaign.subject).where(Campaign.name == name)
+    assert [row["subject"] for row in stored] == [form["subject"]]
     campaign = await get_campaign(int(location.rsplit("/", 1)[1]))
     assert campaign["rate_per_minute"] == 30
     assert campaign["influence_days"] == 14
@@ -677,3 +789,109 @@ async def test_influence_page_shows_won_and_converted(
     assert page.status_code == 200
     assert '<span class="deals-won">1</span>' in page.text
     assert '<span class="leads-converted">1</span>' in page.text
+
+
+async def make_last_name_blind_user() -> Any:
+    """Create a user who may edit campaigns and read contacts without last names."""
+    role = Role(
+        name=f"surname_blind_{uuid.uuid4().hex[:6]}",
+        label="Surname blind",
+        permissions={
+            "campaign": {"read": "all", "edit": "all"},
+            "contact": {"read": "all"},
+        },
+        field_rules={"contact": {"last_name": "hidden"}},
+    )
+    await role.save()
+    return await make_user(role.name)
+
+
+async def test_preview_follows_field_rules() -> None:
+    marker = uuid.uuid4().hex[:10]
+    await make_contacts(marker, 2)
+    manager = await make_user("sales_manager")
+    blind = await make_last_name_blind_user()
+    rep = await make_user("sales_rep")
+    campaign_id = await campaign_for(marker, rate=60)
+    empty_id = await campaign_for(uuid.uuid4().hex, rate=60)
+
+    with web_server() as server:
+        sessions = {}
+        for role, user in (("manager", manager), ("blind", blind), ("rep", rep)):
+            sessions[role] = Session(server.url)
+            await sessions[role].sign_in(user.email)
+        full = await sessions["manager"].get(f"/campaigns/{campaign_id}")
+        partial = await sessions["blind"].get(f"/campaigns/{campaign_id}")
+        rep_page = await sessions["rep"].get(f"/campaigns/{campaign_id}")
+        sample = await sessions["manager"].get(f"/campaigns/{empty_id}")
+        for session in sessions.values():
+            await session.close()
+
+    assert full.status_code == 200
+    assert '<strong class="preview-subject">News for Pat0</strong>' in full.text
+    assert "Hello Pat0 Tester," in full.text
+    assert "/unsubscribe/test" in full.text
+    assert "Send a test to me" in full.text
+    # The last name is hidden, and so is the full name made from it.
+    assert partial.status_code == 200
+    assert "News for Pat0" in partial.text
+    assert "Hello (hidden)," in partial.text
+    assert "Pat0 Tester" not in partial.text
+    assert "Send a test to me" in partial.text
+    # A rep reads the preview but may not send a test.
+    assert "News for Pat0" in rep_page.text
+    assert "Send a test to me" not in rep_page.text
+    assert sample.status_code == 200
+    assert "sample values stand in" in sample.text
+    assert "News for Ada" in sample.text
+
+
+async def test_test_send_arrives_uncounted(smtp_server: SmtpServer) -> None:
+    marker = uuid.uuid4().hex[:10]
+    await make_contacts(marker, 2)
+    blind = await make_last_name_blind_user()
+    rep = await make_user("sales_rep")
+    campaign_id = await campaign_for(marker, rate=60)
+    url = f"/campaigns/{campaign_id}"
+    inbox = smtp_server.inbox
+
+    with web_server() as server, worker_process({"SMTP_URL": smtp_server.url}):
+        session = Session(server.url)
+        rep_session = Session(server.url)
+        await session.sign_in(blind.email)
+        await rep_session.sign_in(rep.email)
+        no_token = await session.http.post(f"{url}/test", data={})
+        by_rep = await rep_session.post(f"{url}/test", {}, htmx=False)
+        queued = await session.post(f"{url}/test", {}, htmx=False)
+        notice = await session.get(queued.headers.get("location", url))
+        await session.close()
+        await rep_session.close()
+
+        async def arrived() -> bool:
+            return bool(inbox.to(blind.email))
+
+        await wait_for(arrived, seconds=60)
+
+    (message,) = inbox.to(blind.email)
+    body = message.get_content()
+    assert no_token.status_code == 403
+    assert by_rep.status_code == 403
+    assert queued.status_code in (302, 303)
+    assert queued.headers["location"] == f"{url}?test=queued"
+    assert f"A test message to {blind.email} is queued" in notice.text
+    assert message["Subject"] == "[Test] News for Pat0"
+    assert message[TEST_HEADER] == str(campaign_id)
+    assert message["List-Unsubscribe"] is None
+    assert message["List-Unsubscribe-Post"] is None
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert "Hello (hidden)," in body
+    assert "Tester" not in body
+    assert len(inbox.messages) == 1
+    # No recipient row records the test, so no figure counts it.
+    stats = await campaign_stats(campaign_id)
+    rows = await recipient_rows(campaign_id)
+    campaign = await get_campaign(campaign_id)
+    assert stats["total"] == 0
+    assert stats["sent"] == 0
+    assert rows == {}
+    assert campaign["state"] == "draft"
