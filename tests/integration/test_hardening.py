@@ -497,6 +497,17 @@ def concrete(path: str, values: dict[str, str], record_ids: dict[str, str]) -> s
     return re.sub(r"\{(\w+):\w+\}", fill, path)
 
 
+async def hardening_rule(admin_id: int) -> int:
+    """Save a disabled rule, for the routes of one rule and its runs."""
+    from app.workflows.service import save_rule
+
+    definition = {
+        "trigger": {"kind": "created"},
+        "actions": [{"kind": "add_tag", "tag": "hardening"}],
+    }
+    return await save_rule(None, "ticket", unique("Hardening"), definition, admin_id)
+
+
 async def test_sql_injection_in_every_query_parameter(server) -> None:
     """Every query parameter of every GET route gets every payload: the
     route returns its normal result (200) or rejects the value (400)."""
@@ -515,6 +526,7 @@ async def test_sql_injection_in_every_query_parameter(server) -> None:
         "deals": values["deal_id"],
         "tickets": values["ticket_id"],
         "pipelines": values["pipeline_id"],
+        "workflow-rules": str(await hardening_rule(admin.id)),
     }
     routes = query_parameters()
     before = await table_digest()
