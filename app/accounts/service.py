@@ -15,7 +15,7 @@ from app.auth.tables import User
 from app.encryption.columns import encrypt_values
 from app.errors import FieldError, NotFound
 from app.events.service import change_set
-from app.imports.fields import INTEGER_MAX, limit
+from app.imports.fields import limit
 from app.merge import Edit, MergeResult, merge_edit
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ MAX_LENGTHS = {
 
 # One DNS label: letters, digits and inner hyphens, at most 63 characters.
 HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-# Digits, optionally grouped in thousands by commas.
-WHOLE_NUMBER = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+")
 
 
 def account_topics(account_id: int) -> list[str]:
@@ -75,7 +73,7 @@ def parse_account_field(name: str, raw: str | None) -> Any:
     if name in TEXT_FIELDS:
         return fields.text(name, raw, max_length=MAX_LENGTHS[name])
     if name == "employees":
-        return parse_whole_number("employees", raw)
+        return fields.whole_number("employees", raw)
     if name == "annual_revenue":
         return fields.amount("annual_revenue", raw)
     if name == "owner":
@@ -95,21 +93,6 @@ def parse_tier(raw: str | None) -> str:
             f"is not a tier; use one of {', '.join(TIERS)} or leave it empty",
         )
     return value
-
-
-def parse_whole_number(name: str, raw: str | None) -> int | None:
-    """Parse a count such as employees, written 1200 or 1,200, or None for empty."""
-    value = (raw or "").strip()
-    if not value:
-        return None
-    if value.startswith("-") and WHOLE_NUMBER.fullmatch(value[1:]):
-        raise FieldError(name, raw, "must be zero or more")
-    if not WHOLE_NUMBER.fullmatch(value):
-        raise FieldError(name, raw, "is not a whole number")
-    number = int(value.replace(",", ""))
-    if number > INTEGER_MAX:
-        raise FieldError(name, raw, f"must be at most {INTEGER_MAX}")
-    return number
 
 
 def is_host_name(host: str) -> bool:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
 
-from piccolo.columns import Numeric, Varchar
+from piccolo.columns import Varchar
 
+from app import fields
 from app.db import Tracked
+from app.errors import FieldError
 
 # Deliberately loose: one "@", no spaces, a dot in the domain. Mail servers
 # do the real check, so this only catches values from the wrong column.
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-# A number written with thousands separators, as spreadsheets export it.
-GROUPED_NUMBER = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")
-INTEGER_MAX = 2**31 - 1
+
+Parsed = TypeVar("Parsed")
 
 
 def limit(column: Varchar) -> int:
@@ -80,6 +81,26 @@ class RowValues:
             self.fail(column, f"longer than {max_length} characters", value)
         return value
 
+    def parse_with(
+        self,
+        column: str,
+        parse: Callable[[str, str], Parsed | None],
+        *,
+        required: bool = False,
+    ) -> Parsed | None:
+        """Parse the field with one of the parsers of ``app.fields``, which the
+        forms and the API use too, so a value means the same everywhere."""
+        value = self.raw(column)
+        if not value:
+            if required:
+                self.fail(column, "missing value", value)
+            return None
+        try:
+            return parse(column, value)
+        except FieldError as error:
+            self.fail(column, error.reason.removeprefix("is "), value)
+            return None
+
     def date(
         self,
         column: str,
@@ -87,94 +108,25 @@ class RowValues:
         required: bool = False,
         formats: Mapping[str, str] | None = None,
     ) -> date | None:
-        """Parse an ISO date, or one in ``formats`` (strptime pattern -> label)."""
-        value = self.raw(column)
-        if not value:
-            if required:
-                self.fail(column, "missing value", value)
-            return None
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-        for pattern in formats or {}:
-            try:
-                return datetime.strptime(value, pattern).date()
-            except ValueError:
-                continue
-        expected = " or ".join(["YYYY-MM-DD", *(formats or {}).values()])
-        self.fail(column, f"invalid date, expected {expected}", value)
-        return None
+        """Parse a date written YYYY-MM-DD, or in ``formats`` (strptime
+        pattern -> label)."""
+
+        def parse(name: str, value: str) -> date | None:
+            return fields.date(name, value, formats=formats)
+
+        return self.parse_with(column, parse, required=required)
 
     def timestamp(self, column: str) -> datetime | None:
         """Parse an ISO date, or date and time. A value without a zone is UTC."""
-        value = self.raw(column)
-        if not value:
-            return None
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(column, "invalid date, expected YYYY-MM-DD", value)
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed
+        return self.parse_with(column, parse_timestamp)
 
-    def decimal(
-        self, column: str, *, fits: Numeric, required: bool = False
-    ) -> Decimal | None:
-        """Parse a non-negative plain number that the NUMERIC column ``fits`` holds."""
-        value = self.raw(column)
-        if not value:
-            if required:
-                self.fail(column, "missing value", value)
-            return None
-        plain = value.replace(",", "") if GROUPED_NUMBER.fullmatch(value) else value
-        try:
-            number = Decimal(plain)
-        except InvalidOperation:
-            self.fail(column, "not a number", value)
-            return None
-        if not number.is_finite():
-            self.fail(column, "not a number", value)
-            return None
-        if number < 0:
-            self.fail(column, "negative number", value)
-            return None
-
-        if fits.digits is None:
-            raise TypeError(f"{fits._meta.name} has no precision")
-        precision, scale = fits.digits
-        number = number.quantize(Decimal(1).scaleb(-scale))
-        if number >= Decimal(10) ** (precision - scale):
-            self.fail(
-                column,
-                f"too large, at most {precision - scale} digits "
-                "before the decimal point",
-                value,
-            )
-            return None
-        return number
+    def amount(self, column: str, *, required: bool = False) -> Decimal | None:
+        """Parse a money amount as the forms do, such as 1200, 1,200 or 1200.50."""
+        return self.parse_with(column, fields.amount, required=required)
 
     def integer(self, column: str) -> int | None:
-        """Parse a non-negative whole number, such as a count of employees,
-        with or without thousands separators."""
-        value = self.raw(column)
-        if not value:
-            return None
-        plain = value.replace(",", "") if GROUPED_NUMBER.fullmatch(value) else value
-        try:
-            number = Decimal(plain)
-        except InvalidOperation:
-            self.fail(column, "not a whole number", value)
-            return None
-        if not number.is_finite() or number != number.to_integral_value():
-            self.fail(column, "not a whole number", value)
-            return None
-        if not 0 <= number <= INTEGER_MAX:
-            self.fail(column, f"out of range, expected 0 to {INTEGER_MAX}", value)
-            return None
-        return int(number)
+        """Parse a count such as employees, as the forms do: 1200 or 1,200."""
+        return self.parse_with(column, fields.whole_number)
 
     def choice(
         self, column: str, mapping: Mapping[str, str], *, default: str | None = None
@@ -209,3 +161,20 @@ class RowValues:
             self.fail(column, "invalid email address", value)
             return None
         return value.lower()
+
+
+def parse_timestamp(name: str, value: str) -> datetime:
+    """Parse an ISO date, or date and time, between the years the forms accept.
+
+    A value without a zone is UTC.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise FieldError(
+            name, value, "is not a date in the form YYYY-MM-DD or YYYY-MM-DD HH:MM"
+        ) from None
+    fields.check_year(name, value, parsed)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed

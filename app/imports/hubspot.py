@@ -203,7 +203,7 @@ def prepare_company(fields: RowValues) -> dict[str, Any]:
         "domain": domain(fields, "Company Domain Name"),
         "industry": fields.text("Industry", max_length=limit(Account.industry)),
         "employees": fields.integer("Number of Employees"),
-        "annual_revenue": fields.decimal("Annual Revenue", fits=Account.annual_revenue),
+        "annual_revenue": fields.amount("Annual Revenue"),
         "phone": fields.text("Phone Number", max_length=limit(Account.phone)),
         "website": fields.text("Website", max_length=limit(Account.website)),
         "city": fields.text("City", max_length=limit(Account.city)),
@@ -280,7 +280,7 @@ def prepare_deal(fields: RowValues) -> dict[str, Any]:
             "Pipeline", required=True, max_length=limit(Pipeline.name)
         ),
         "stage": fields.text("Deal Stage", required=True),
-        "amount": fields.decimal("Amount", fits=Deal.amount),
+        "amount": fields.amount("Amount"),
         "close_date": fields.date("Close Date"),
         "created_at": fields.timestamp("Create Date"),
         "account": domain(fields, "Associated Company Domain"),

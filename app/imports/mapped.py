@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from piccolo.columns import Numeric
 from piccolo.table import Table
 
 from app.accounts.tables import Account
@@ -58,10 +57,6 @@ TABLES: dict[str, type[Table]] = {
     "ticket": Ticket,
     "account": Account,
     "contact": Contact,
-}
-NUMERIC_COLUMNS: dict[tuple[str, str], Numeric] = {
-    ("deal", "amount"): Deal.amount,
-    ("account", "annual_revenue"): Account.annual_revenue,
 }
 LINK_KINDS = ("account", "user", "contact", "pipeline", "stage")
 UNKNOWN_LINK = "no record has this value, so the link is left empty"
@@ -180,9 +175,8 @@ class MappedRows:
     def parse(self, values: RowValues, item: TargetField, column: str) -> Any:
         if item.name == "external_id":
             return values.text(column, required=True, max_length=self.key_length)
-        if item.kind == "decimal":
-            numeric = NUMERIC_COLUMNS[(self.target, item.name)]
-            return values.decimal(column, fits=numeric, required=item.required)
+        if item.kind == "amount":
+            return values.amount(column, required=item.required)
         if item.kind == "integer":
             return values.integer(column)
         if item.kind == "date":

@@ -108,7 +108,7 @@ async def import_products(path: Path, run: ImportRun) -> None:
                 "product", required=True, max_length=limit(Product.name)
             ),
             "series": fields.text("series", max_length=limit(Product.series)),
-            "price": fields.decimal("sales_price", fits=Product.price),
+            "price": fields.amount("sales_price"),
         }
 
     async def write(batch: Batch) -> None:
@@ -214,7 +214,7 @@ async def import_accounts(path: Path, run: ImportRun) -> None:
             "year_established": fields.integer("year_established"),
             # NOTE: the files do not state the unit of revenue, so it is
             # stored as given.
-            "annual_revenue": fields.decimal("revenue", fits=Account.annual_revenue),
+            "annual_revenue": fields.amount("revenue"),
             "employees": fields.integer("employees"),
             "country": fields.text(
                 "office_location", max_length=limit(Account.country)
@@ -318,7 +318,7 @@ async def import_deals(
         stage = fields.choice("deal_stage", stage_names)
         engage_date = fields.date("engage_date")
         close_date = fields.date("close_date")
-        close_value = fields.decimal("close_value", fits=Deal.amount)
+        close_value = fields.amount("close_value")
 
         product_name = fields.text("product")
         product = products.get(normalise(product_name)) if product_name else None

@@ -196,7 +196,7 @@ def prepare_account(fields: RowValues) -> dict[str, Any]:
         "employees": fields.integer("NumberOfEmployees"),
         "industry": fields.text("Industry", max_length=limit(Account.industry)),
         "website": fields.text("Website", max_length=limit(Account.website)),
-        "annual_revenue": fields.decimal("AnnualRevenue", fits=Account.annual_revenue),
+        "annual_revenue": fields.amount("AnnualRevenue"),
         "city": fields.text("BillingCity", max_length=limit(Account.city)),
         "country": fields.text("BillingCountry", max_length=limit(Account.country)),
         "parent": reference(fields, "ParentId"),
@@ -271,7 +271,7 @@ def prepare_opportunity(fields: RowValues) -> dict[str, Any]:
         "external_key": PREFIX + reference(fields, "referenceId", required=True),
         "name": fields.text("Name", required=True, max_length=limit(Deal.name)),
         "stage": stage,
-        "amount": fields.decimal("Amount", fits=Deal.amount),
+        "amount": fields.amount("Amount"),
         "close_date": close_date,
         "stage_entered_at": midnight(close_date) if closed else None,
         "account": reference(fields, "AccountId"),
@@ -465,7 +465,10 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 def load_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8-sig") as handle:
-            return json.load(handle)
+            # Integers stay text, because RowValues reads every field as
+            # text. int() would reject more than 4,300 digits with a
+            # ValueError, failing the whole file instead of one record.
+            return json.load(handle, parse_int=str)
     except UnicodeDecodeError as error:
         raise ImportFileError(f"{path.name} is not valid UTF-8: {error}") from None
     except json.JSONDecodeError as error:

@@ -32,7 +32,7 @@ TARGET_LABELS = {
 class TargetField:
     """A field a column can be mapped to.
 
-    ``kind`` is how the text is parsed: text, decimal, integer, date,
+    ``kind`` is how the text is parsed: text, amount, integer, date,
     email, choice (of ``choices``, also accepting the labels of known
     sources), or a link to another record: account (by name or domain),
     user (by email or name), contact (by email), pipeline and stage (by
@@ -72,7 +72,7 @@ FIELDS: dict[str, tuple[TargetField, ...]] = {
         TargetField("name", "Name", max_length=300, rule_field="name"),
         TargetField("stage", "Stage", kind="stage", required=True, rule_field="stage"),
         TargetField("pipeline", "Pipeline", kind="pipeline"),
-        TargetField("amount", "Amount", kind="decimal", rule_field="amount"),
+        TargetField("amount", "Amount", kind="amount", rule_field="amount"),
         TargetField("close_date", "Close date", kind="date", rule_field="close_date"),
         TargetField("account", "Account (name or domain)", kind="account"),
         TargetField("contact", "Contact (email)", kind="contact"),
@@ -124,7 +124,7 @@ FIELDS: dict[str, tuple[TargetField, ...]] = {
         TargetField(
             "annual_revenue",
             "Annual revenue",
-            kind="decimal",
+            kind="amount",
             rule_field="annual_revenue",
         ),
         TargetField("year_established", "Year established", kind="integer"),

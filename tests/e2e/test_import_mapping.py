@@ -17,7 +17,7 @@ from tests.servers import worker_process
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 ROWS = 3000
-BAD_LINES = {3: "not a number", 1500: "unknown stage"}
+BAD_LINES = {3: "not an amount", 1500: "unknown stage"}
 
 
 def deals_file(path: Path, ref: str) -> Path:
@@ -26,7 +26,7 @@ def deals_file(path: Path, ref: str) -> Path:
     writer.writerow(["Ref", "Deal title", "Worth", "Step"])
     for number in range(1, ROWS + 1):
         line = number + 1
-        worth = "plenty" if BAD_LINES.get(line) == "not a number" else str(number)
+        worth = "plenty" if BAD_LINES.get(line) == "not an amount" else str(number)
         step = "Nowhere" if BAD_LINES.get(line) == "unknown stage" else "Engaging"
         writer.writerow([f"{ref}-{number}", f"Deal {number}", worth, step])
     path.write_text(buffer.getvalue())
@@ -62,7 +62,7 @@ async def test_map_preview_run_and_download(browser, server, tmp_path: Path) -> 
     bad = page.locator("#preview tr[data-line='3']")
     assert "rejected" in (await bad.get_attribute("class") or "")
     assert "Worth" in await bad.text_content()
-    assert "not a number" in await bad.text_content()
+    assert "not an amount" in await bad.text_content()
     assert await Deal.count().where(Deal.external_key.like(f"csv-deal:{ref}-%")) == 0
 
     with worker_process():

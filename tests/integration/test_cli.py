@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from app.auth.tables import User
+from app.deals.tables import Deal
 from tests.conftest import datasets_dir
+from tests.factories import unique
 from tests.servers import ROOT
 
 
@@ -127,3 +129,31 @@ def test_import_command_reports_row_errors(tmp_path) -> None:
     assert "hubspot_deals.csv" in result.stderr
     assert "lots" in result.stderr
     assert ":3" in result.stderr
+
+
+async def test_import_command_rejects_unreadable_amounts(tmp_path) -> None:
+    prefix = unique("CLI").replace(" ", "-")
+    lines = [
+        f"{prefix}-{number},Deal {number},Closed Won,Sales Pipeline,{amount},"
+        "2025-01-01,2024-01-01,,,,,"
+        for number, amount in enumerate(["100", "1e30", "NaN", "Infinity"], start=1)
+    ]
+    path = tmp_path / "hubspot_deals.csv"
+    path.write_text(
+        "Deal ID,Deal Name,Deal Stage,Pipeline,Amount,Close Date,Create Date,"
+        "Deal Owner,Deal Type,Closed Lost Reason,Associated Company Domain,"
+        "Associated Contact Email\n" + "\n".join(lines) + "\n"
+    )
+
+    result = crm("import", "hubspot", str(path))
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for line, value in ((3, "1e30"), (4, "NaN"), (5, "Infinity")):
+        assert f"hubspot_deals.csv:{line} Amount '{value}': not an amount" in (
+            result.stderr
+        )
+    stored = await Deal.select(Deal.external_key).where(
+        Deal.external_key.like(f"hubspot:{prefix}-%")
+    )
+    assert [row["external_key"] for row in stored] == [f"hubspot:{prefix}-1"]

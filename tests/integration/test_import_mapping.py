@@ -581,7 +581,7 @@ async def test_pages_map_preview_run_and_download_rejected_rows(server) -> None:
     )
     assert shown.status_code == 200
     assert 'data-line="3" class="rejected"' in shown.text
-    assert "not a number" in shown.text
+    assert "not an amount such as 1200" in shown.text
     assert (await ImportJob.select().where(ImportJob.id == job_id).first())[
         "state"
     ] == "draft"
@@ -613,7 +613,9 @@ async def test_pages_map_preview_run_and_download_rejected_rows(server) -> None:
     assert rows[0]["line"] == "3"
     assert rows[0]["Ref"] == f"{ref}-2"
     assert rows[0]["Title"] == "'=cmd()"
-    assert rows[0]["errors"] == "Value 'oops': not a number"
+    assert rows[0]["errors"] == (
+        "Value 'oops': not an amount such as 1200, 1,200 or 1200.50"
+    )
     assert await ImportRejectedRow.count().where(ImportRejectedRow.job == job_id) == 1
 
     # The mapping was remembered for this header set.
@@ -623,6 +625,61 @@ async def test_pages_map_preview_run_and_download_rejected_rows(server) -> None:
     late = await session.post(page_url, {**mapped, "action": "run"}, htmx=False)
     assert late.status_code == 409
     await stranger.close()
+    await session.close()
+
+
+async def test_pages_reject_unreadable_amounts_by_row(server) -> None:
+    user = await make_user("admin")
+    session = Session(server.url)
+    await session.sign_in(user.email)
+    pipeline = await make_pipeline()
+    ref = unique("amounts").replace(" ", "")
+    amounts = ["10", "1e30", "NaN", "Infinity", "1,200.50"]
+    rows = [
+        [f"{ref}-{number}", f"Deal {number}", amount, "2026-04-01", "Won", ""]
+        for number, amount in enumerate(amounts, start=1)
+    ]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([DEAL_HEADER, *rows])
+    uploaded = await upload(session, "deal", "deals.csv", buffer.getvalue().encode())
+    page_url = uploaded.headers["location"]
+    job_id = int(page_url.split("/")[2])
+    mapped = form_for(DEAL_HEADER, deal_mapping(), pipeline=str(pipeline["id"]))
+
+    shown = await session.post(page_url, {**mapped, "action": "preview"}, htmx=False)
+
+    assert shown.status_code == 200, shown.text
+    for line in (3, 4, 5):
+        assert f'data-line="{line}" class="rejected"' in shown.text
+    for line in (2, 6):
+        assert f'data-line="{line}" class="rejected"' not in shown.text
+    assert "1e30" in shown.text
+    assert "not an amount such as 1200, 1,200 or 1200.50" in shown.text
+
+    with worker_process():
+        started = await session.post(page_url, {**mapped, "action": "run"}, htmx=False)
+        assert started.status_code in (302, 303)
+        job = await wait_for_job(job_id)
+
+    assert job["state"] == "done", job
+    assert (job["rows_total"], job["rows_failed"]) == (5, 3)
+    stored = await Deal.select(Deal.external_key, Deal.amount).where(
+        Deal.external_key.like(f"csv-deal:{ref}-%")
+    )
+    assert sorted((row["external_key"], row["amount"]) for row in stored) == [
+        (f"csv-deal:{ref}-1", Decimal("10.00")),
+        (f"csv-deal:{ref}-5", Decimal("1200.50")),
+    ]
+    report = await session.get(f"/import/{job_id}/rejected.csv")
+    rejected = list(csv.DictReader(io.StringIO(report.text.lstrip("\ufeff"))))
+    assert [(row["file"], row["line"], row["Value"]) for row in rejected] == [
+        ("deals.csv", "3", "1e30"),
+        ("deals.csv", "4", "NaN"),
+        ("deals.csv", "5", "Infinity"),
+    ]
+    assert rejected[0]["errors"] == (
+        "Value '1e30': not an amount such as 1200, 1,200 or 1200.50"
+    )
     await session.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from app.imports.report import ImportFileError, RowError
 from app.imports.service import run_import
 from app.tickets.tables import Ticket
 from tests.conftest import datasets_dir
+from tests.factories import unique
 
 DEALS_HEADER = (
     "Deal ID,Deal Name,Deal Stage,Pipeline,Amount,Close Date,Create Date,"
@@ -25,11 +27,18 @@ DEALS_HEADER = (
 )
 
 
-def deal_line(deal_id: str, name: str, *, amount: str = "100", close: str = "") -> str:
+def deal_line(
+    deal_id: str,
+    name: str,
+    *,
+    amount: str = "100",
+    close: str = "",
+    created: str = "2024-12-01",
+) -> str:
     """Build one row of a HubSpot deals file in the "Sales Pipeline"."""
     return (
         f"{deal_id},{name},Contract Sent,Sales Pipeline,{amount},"
-        f"{close or '2025-03-01'},2024-12-01,import.tester@example.com,"
+        f"{close or '2025-03-01'},{created},import.tester@example.com,"
         "New Business,,,"
     )
 
@@ -166,9 +175,15 @@ async def test_malformed_file_partial_import(tmp_path: Path) -> None:
             5,
             "Close Date",
             "2025-02-30",
-            "invalid date, expected YYYY-MM-DD",
+            "not a date in the form YYYY-MM-DD",
         ),
-        RowError("deals.csv", 6, "Amount", "12k", "not a number"),
+        RowError(
+            "deals.csv",
+            6,
+            "Amount",
+            "12k",
+            "not an amount such as 1200, 1,200 or 1200.50",
+        ),
     ]
     assert report.rows_total == 5
     assert report.rows_failed == 2
@@ -181,6 +196,97 @@ async def test_malformed_file_partial_import(tmp_path: Path) -> None:
         "SELECT amount FROM deal WHERE external_key = 'hubspot:MALFORMED-5'"
     )
     assert str(amounts[0]["amount"]) == "75.50"
+
+
+async def test_unreadable_numbers_fail_their_rows_only(tmp_path: Path) -> None:
+    prefix = unique("NUMBERS").replace(" ", "-")
+    path = write_file(
+        tmp_path / "deals.csv",
+        [
+            DEALS_HEADER,
+            deal_line(f"{prefix}-1", "Good first", amount="10"),
+            deal_line(f"{prefix}-2", "Huge", amount="1e30"),
+            deal_line(f"{prefix}-3", "Not a number", amount="NaN"),
+            deal_line(f"{prefix}-4", "Infinite", amount="Infinity"),
+            deal_line(f"{prefix}-5", "Tenth of a cent", amount="0.001"),
+            deal_line(f"{prefix}-6", "Year one", created="0001-01-01T00:00+14:00"),
+            deal_line(f"{prefix}-7", "Year 9999", close="9999-12-31"),
+            deal_line(f"{prefix}-8", "Good last", amount="1200.50"),
+        ],
+    )
+
+    report = await run_import("hubspot", [path])
+
+    assert [(e.file, e.row, e.column, e.value) for e in report.errors] == [
+        ("deals.csv", 3, "Amount", "1e30"),
+        ("deals.csv", 4, "Amount", "NaN"),
+        ("deals.csv", 5, "Amount", "Infinity"),
+        ("deals.csv", 6, "Amount", "0.001"),
+        ("deals.csv", 7, "Create Date", "0001-01-01T00:00+14:00"),
+        ("deals.csv", 8, "Close Date", "9999-12-31"),
+    ]
+    expected = "not an amount such as 1200, 1,200 or 1200.50"
+    assert [e.reason for e in report.errors[:3]] == [expected] * 3
+    assert "at most two" in report.errors[3].reason
+    assert report.errors[4].reason == "must be between 1900 and 2200"
+    assert report.errors[5].reason == "must be between 1900 and 2200"
+    assert report.rows_failed == 6
+    amounts = await Deal.raw(
+        "SELECT external_key, amount FROM deal WHERE external_key LIKE {} "
+        "ORDER BY external_key",
+        f"hubspot:{prefix}-%",
+    )
+    assert [(row["external_key"], str(row["amount"])) for row in amounts] == [
+        (f"hubspot:{prefix}-1", "10.00"),
+        (f"hubspot:{prefix}-8", "1200.50"),
+    ]
+
+
+async def test_salesforce_numbers_fail_their_records_only(tmp_path: Path) -> None:
+    ref = unique("Numbers").replace(" ", "")
+    records = [
+        {"Name": "Good", "AnnualRevenue": 125000.5, "NumberOfEmployees": 12},
+        {"Name": "Huge", "AnnualRevenue": 1e30},
+        {"Name": "Long count", "NumberOfEmployees": "<digits>"},
+        {"Name": "Exponent", "AnnualRevenue": 3.5e7},
+    ]
+    text = json.dumps(
+        {
+            "records": [
+                {
+                    "attributes": {"type": "Account", "referenceId": f"{ref}{n}"},
+                    **fields,
+                }
+                for n, fields in enumerate(records, start=1)
+            ]
+        }
+    )
+    # A JSON integer longer than int() converts, which json.dumps cannot write.
+    text = text.replace('"<digits>"', "9" * 5000)
+    path = tmp_path / "Accounts.json"
+    path.write_text(text)
+
+    report = await run_import("salesforce", [path])
+
+    assert [(e.row, e.column, (e.value or "")[:4]) for e in report.errors] == [
+        (2, "AnnualRevenue", "1e+3"),
+        (3, "NumberOfEmployees", "9999"),
+    ]
+    assert report.errors[0].reason == "not an amount such as 1200, 1,200 or 1200.50"
+    assert report.errors[1].reason == "must be at most 2147483647"
+    stored = await Account.raw(
+        "SELECT external_key, annual_revenue, employees FROM account "
+        "WHERE external_key LIKE {} ORDER BY external_key",
+        f"salesforce:{ref}%",
+    )
+    assert [
+        (row["external_key"], str(row["annual_revenue"]), row["employees"])
+        for row in stored
+    ] == [
+        (f"salesforce:{ref}1", "125000.50", 12),
+        # A JSON number in exponent form is read as the number it is.
+        (f"salesforce:{ref}4", "35000000.00", None),
+    ]
 
 
 async def test_failed_batch_leaves_no_rows(tmp_path: Path) -> None:
@@ -376,15 +482,16 @@ async def test_salesforce_import_counts() -> None:
     assert report.rows_total == 50
     assert report.rows_failed == 0
     assert report.warnings == []
-    assert await count(Account, "salesforce:") == 10
-    assert await count(Contact, "salesforce:") == 6
-    assert await count(Deal, "salesforce:") == 20
+    # Other tests import JSON records of their own, with other referenceIds.
+    assert await count(Account, "salesforce:AccountRef") == 10
+    assert await count(Contact, "salesforce:ContactRef") == 6
+    assert await count(Deal, "salesforce:OpportunityRef") == 20
     # Every report row matches an account and a contact of the JSON files.
     assert await count(Account, "salesforce-report:") == report_accounts
     assert await count(Contact, "salesforce-report:") == report_contacts
     rows = await Deal.raw(
         "SELECT s.kind, count(*) AS n FROM deal d JOIN stage s ON s.id = d.stage "
-        "WHERE d.external_key LIKE 'salesforce:%' GROUP BY s.kind"
+        "WHERE d.external_key LIKE 'salesforce:OpportunityRef%' GROUP BY s.kind"
     )
     assert {row["kind"]: row["n"] for row in rows} == {"open": 17, "won": 2, "lost": 1}
     amy = await Contact.raw(
