@@ -60,6 +60,10 @@ async def form_teams(rep_id: int, agent_id: int) -> None:
     logger.info("demo teams formed rep_id=%s agent_id=%s", rep_id, agent_id)
 
 
+def demo_files() -> list[Path]:
+    return sorted(DEMO_DIR.glob("*.csv"))
+
+
 def credentials_file() -> Path:
     return Path(os.environ.get("CRM_DATA_DIR", ".data")) / "demo-users.txt"
 
@@ -72,7 +76,7 @@ async def load_demo() -> list[str]:
     """
     path = credentials_file()
     if not await User.exists().where(User.email == DEMO_USERS[0][0]):
-        report = await run_import("hubspot", sorted(DEMO_DIR.glob("*.csv")))
+        report = await run_import("hubspot", demo_files())
         logger.info("demo data loaded: %s", report.summary())
 
         lines = []

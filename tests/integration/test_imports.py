@@ -12,6 +12,7 @@ from app.accounts.tables import Account
 from app.comments.tables import Comment
 from app.contacts.tables import Contact
 from app.deals.tables import Deal
+from app.demo import demo_files
 from app.events.tables import Event
 from app.imports.csvfiles import CsvReader
 from app.imports.report import ImportFileError, RowError
@@ -470,6 +471,15 @@ async def test_hubspot_import_counts() -> None:
     assert report.warnings == []
     linked = await count(Deal, "hubspot:DEAL-", "AND contact IS NOT NULL")
     assert linked == 500
+
+
+async def test_demo_data_imports_every_row() -> None:
+    report = await run_import("hubspot", demo_files())
+
+    assert report.rows_total == 200 + 950 + 500 + 300 + 743
+    assert report.errors == []
+    assert report.rows_failed == 0
+    assert report.warnings == []
 
 
 @pytest.mark.datasets
