@@ -154,9 +154,11 @@ async def test_rescore_event_only_when_score_changes(no_rules: None) -> None:
 
 
 async def latest_model_version() -> int:
-    row = await ScoringModel.select(ScoringModel.version).order_by(
-        ScoringModel.version, ascending=False
-    ).first()
+    row = (
+        await ScoringModel.select(ScoringModel.version)
+        .order_by(ScoringModel.version, ascending=False)
+        .first()
+    )
     return row["version"] if row else 0
 
 
