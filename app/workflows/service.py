@@ -157,6 +157,8 @@ async def check_references(object_type: str, definition: RuleDefinition) -> None
         path = f"actions.{index}"
         if action.kind in ("notify", "create_task") and action.user_id is not None:
             await check_user(f"{path}.user_id", action.user_id)
+        if action.kind == "create_task" and action.user_id is not None:
+            await check_task_assignee(f"{path}.user_id", action.user_id, object_type)
         if action.kind in ("notify", "assign") and action.team_id is not None:
             await check_team(f"{path}.team_id", action.team_id, action.kind)
         if action.template_id is None:
@@ -187,6 +189,22 @@ async def check_user(path: str, user_id: int) -> None:
         raise FieldError(path, user_id, "is not a user")
     if not found[0]["active"]:
         raise FieldError(path, user_id, "is a deactivated user; choose an active user")
+
+
+async def check_task_assignee(path: str, user_id: int, object_type: str) -> None:
+    """Raise FieldError when the user's roles let them edit no record of the
+    type: a task goes only to someone who may edit its record, so every run
+    would fail. Whether they may edit a given record is known only then."""
+    from app.auth.service import load_user
+
+    user = await load_user(user_id)
+    if user is not None and not user.access.can(object_type, "edit"):
+        raise FieldError(
+            path,
+            user_id,
+            f"is a user whose roles let them edit no {object_type}, so no "
+            "task could be created for them; choose someone who may edit it",
+        )
 
 
 async def check_team(path: str, team_id: int, kind: str) -> None:

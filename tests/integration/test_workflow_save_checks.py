@@ -246,6 +246,11 @@ async def team_of_deactivated_user() -> int:
     return team
 
 
+async def read_only_user() -> int:
+    user = await make_user("read_only")
+    return user.id
+
+
 MISSING_ID = 2_000_000_000
 
 
@@ -270,6 +275,13 @@ UNKNOWN_RECIPIENTS = [
     pytest.param("assign", "team_id", missing_id, "is not a team", id="assign-team"),
     pytest.param(
         "create_task", "user_id", deactivated_user, "is a deactivated", id="task-user"
+    ),
+    pytest.param(
+        "create_task",
+        "user_id",
+        read_only_user,
+        "is a user whose roles let them edit no ticket",
+        id="task-user-cannot-edit",
     ),
 ]
 
