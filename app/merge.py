@@ -16,6 +16,7 @@ nobody's change to a field is overwritten by someone who never saw it.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,6 +36,11 @@ REDACTED = "[encrypted]"
 class Edit:
     base: Any
     new: Any
+
+
+def changed_values(edits: Mapping[str, Edit]) -> dict[str, Any]:
+    """Return the new value of each edit whose value differs from its base."""
+    return {name: edit.new for name, edit in edits.items() if edit.new != edit.base}
 
 
 @dataclass(frozen=True)

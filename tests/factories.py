@@ -6,9 +6,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from app.accounts.tables import Account
 from app.auth.service import CurrentUser, create_user, load_user
 from app.auth.tables import Team, TeamMember, User
-from app.deals.tables import Deal, Pipeline, Stage
+from app.contacts.tables import Contact
+from app.deals.tables import Deal, Pipeline, Product, Stage
 from app.tickets.tables import Ticket
 from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import RuleRun
@@ -77,6 +79,29 @@ async def make_deal(
             **values,
         )
     ).returning(Deal.id)
+    return rows[0]["id"]
+
+
+async def make_account(**values: Any) -> int:
+    name = values.pop("name", unique("Account"))
+    rows = await Account.insert(Account(name=name, **values)).returning(Account.id)
+    return rows[0]["id"]
+
+
+async def make_contact(**values: Any) -> int:
+    last_name = values.pop("last_name", unique("Contact"))
+    rows = await Contact.insert(
+        Contact(
+            first_name=values.pop("first_name", "Ada"), last_name=last_name, **values
+        )
+    ).returning(Contact.id)
+    return rows[0]["id"]
+
+
+async def make_product(name: str | None = None) -> int:
+    rows = await Product.insert(Product(name=name or unique("Product"))).returning(
+        Product.id
+    )
     return rows[0]["id"]
 
 

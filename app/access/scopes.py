@@ -23,6 +23,7 @@ DERIVED_COLUMNS = {
     "assignee": ("assignee_name",),
     "account": ("account_name",),
     "contact": ("contact_name",),
+    "product": ("product_name",),
     "team": ("team_name",),
     "requester": ("requester_name", "requester_email"),
 }

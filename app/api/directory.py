@@ -41,6 +41,7 @@ from app.api.common import (
     text_parameter,
 )
 from app.auth.tables import Team, User
+from app.deals.service import check_requirable, in_requirable_order
 from app.deals.tables import STAGE_KINDS, Pipeline, Stage
 from app.errors import FieldError, NotFound, VersionMismatch
 from app.events.service import change_set
@@ -61,7 +62,7 @@ STAGE_COLUMNS = (
 USER_COLUMNS = "id, name, email, team, active"
 TEAM_COLUMNS = "id, name, region"
 PIPELINE_FIELDS = ("name", "position")
-STAGE_FIELDS = ("name", "position", "probability", "kind")
+STAGE_FIELDS = ("name", "position", "probability", "kind", "required_fields")
 MAX_POSITION = 10_000
 
 TRACKED_SORTS = {
@@ -176,7 +177,25 @@ def stage_values(data: dict[str, Any], creating: bool) -> dict[str, Any]:
         values["kind"] = fields.choice(
             "kind", raw if isinstance(raw, str) else str(raw), STAGE_KINDS
         )
+    if "required_fields" in data:
+        values["required_fields"] = required_fields(data["required_fields"])
     return values
+
+
+def required_fields(raw: Any) -> list[str]:
+    """Read a stage's ``required_fields``: a list of names from REQUIRABLE,
+    stored in that order without repeats."""
+    if not isinstance(raw, list):
+        raise FieldError(
+            "required_fields",
+            raw,
+            'must be a list of field names, such as ["amount", "close_date"]',
+        )
+    names = [
+        check_requirable("required_fields", name, label="Required field")
+        for name in raw
+    ]
+    return in_requirable_order(names)
 
 
 async def load_pipeline(pipeline_id: int) -> dict[str, Any]:
@@ -440,6 +459,12 @@ async def get_stage(record_id: RecordId) -> Response[dict[str, Any]]:
     operation_id="update_stage",
     responses=problem_responses(422, 404, 412, 428),
     summary="Change a stage (administrators)",
+    description=(
+        "Change the given fields of a stage at the version in If-Match. "
+        "``required_fields`` is the list of deal fields a deal must have to "
+        "enter the stage, from amount, close_date, engage_date, owner, team, "
+        "account, contact and product; an empty list requires none."
+    ),
     tags=["pipelines"],
 )
 async def update_stage(

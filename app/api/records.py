@@ -25,7 +25,7 @@ from app.api.resources import Resource, teams_of
 from app.auth.service import CurrentUser
 from app.errors import EditConflict, FieldError, NotFound, VersionMismatch
 from app.fields import MAX_ID
-from app.merge import Edit
+from app.merge import Edit, changed_values
 
 logger = logging.getLogger(__name__)
 
@@ -326,6 +326,13 @@ async def create_record(
         resource, user, body, (*resource.editable, *resource.create_only)
     )
     await check_create_scope(resource, user, values)
+    if resource.check_values is not None:
+        parsed = {
+            name: resource.parse(name, raw)
+            for name, raw in values.items()
+            if name in resource.editable
+        }
+        await resource.check_values(user.access, parsed, None)
     record_id = await resource.create(values, user.id)
     return await load_record(resource, record_id)
 
@@ -356,6 +363,8 @@ async def update_record(
         name: Edit(base=row[name], new=resource.parse(name, raw))
         for name, raw in values.items()
     }
+    if resource.check_values is not None:
+        await resource.check_values(user.access, changed_values(edits), record_id)
     result = await resource.update(
         record_id, edits, user.id, expected_version=expected_version
     )

@@ -55,6 +55,11 @@ class Resource:
     create: Callable[[dict[str, str], int | None], Awaitable[int]]
     sorts: dict[str, str]
     status_field: str | None = None
+    # Checks the parsed values a create or an update sets against the
+    # user's access, given the record's id (None on create).
+    check_values: (
+        Callable[[Access, dict[str, Any], int | None], Awaitable[None]] | None
+    ) = None
     create_only: tuple[str, ...] = ()
     # The OpenAPI descriptions of the create and delete routes.
     create_help: str = ""
@@ -111,9 +116,12 @@ DEALS = Resource(
         "team",
         "account",
         "contact",
+        "product",
+        "engage_date",
         "forecast_category",
     ),
     editable=deals.EDITABLE,
+    check_values=deals.check_readable_references,
     create_only=("pipeline",),
     parse=deals.parse_deal_field,
     update=deals.update_deal,

@@ -254,7 +254,8 @@ def list_handler(resource: Resource) -> HTTPRouteHandler:
 # apply (an id, a decimal number, a date), as on the pages' forms.
 FIELD_TYPES = [OpenAPIType.STRING, OpenAPIType.NUMBER, OpenAPIType.NULL]
 ID_FIELDS = frozenset(
-    {"owner", "team", "stage", "pipeline", "account", "contact", "assignee"}
+    {"owner", "team", "stage", "pipeline", "account", "contact", "product"}
+    | {"assignee"}
     | {"requester", "parent"}
 )
 FIELD_HELP = {
@@ -262,6 +263,7 @@ FIELD_HELP = {
     "annual_revenue": "A decimal number such as 1200.50.",
     "employees": "A whole number.",
     "close_date": "A date such as 2026-12-31.",
+    "engage_date": "A date such as 2026-12-31.",
     "forecast_category": (
         "pipeline, best_case, commit or omitted; null or empty for the "
         "category the deal's stage implies."

@@ -47,6 +47,7 @@ REFERENCES = {
     "parent": "account",
     "contact": "contact",
     "requester": "contact",
+    "product": "product",
     "deal": "deal",
     "ticket": "ticket",
 }
@@ -60,6 +61,7 @@ NAME_SQL = {
         "SELECT id, coalesce(nullif(trim(first_name || ' ' || last_name), ''), "
         "email) AS name FROM contact WHERE id = ANY({})"
     ),
+    "product": "SELECT id, name FROM product WHERE id = ANY({})",
     "deal": "SELECT id, name FROM deal WHERE id = ANY({})",
     "ticket": "SELECT id, subject AS name FROM ticket WHERE id = ANY({})",
 }

@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from app.access.guards import ADMIN, admin_only
 from app.auth.service import CurrentUser
 from app.deals import queries
-from app.deals.service import REQUIRABLE
+from app.deals.service import REQUIRABLE, check_requirable, in_requirable_order
 from app.deals.tables import Pipeline, Stage
 from app.errors import FieldError, NotFound
 from app.events.service import change_set
@@ -77,17 +77,8 @@ def rules_from_form(form: FormMultiDict) -> dict[int, list[str]]:
             raise FieldError(
                 "stage", key.removeprefix(REQUIRED_PREFIX), "was not in the form"
             )
-        if value not in REQUIRABLE:
-            raise FieldError(
-                "required field",
-                value,
-                f"is not one of {', '.join(REQUIRABLE)}",
-            )
-        chosen[stage_id].add(str(value))
-    return {
-        stage_id: [name for name in REQUIRABLE if name in names]
-        for stage_id, names in chosen.items()
-    }
+        chosen[stage_id].add(check_requirable("required field", value))
+    return {stage_id: in_requirable_order(names) for stage_id, names in chosen.items()}
 
 
 async def save_stage_rules(

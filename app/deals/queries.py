@@ -275,9 +275,11 @@ async def entry_choices(
     deal: dict[str, Any],
     access: Access,
     limit: int = CHOICES_LIMIT,
+    record_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return the first ``limit`` accounts, contacts or products whose name
-    contains ``search``, of those the viewer may read."""
+    contains ``search``, of those the viewer may read, or only the one with
+    ``record_id``."""
     sql, object_type, alias, name_sql = CHOICE_SQL[field_name]
     args: list[object] = []
     scope = scope_sql(access, object_type, alias, args) if object_type else "TRUE"
@@ -285,6 +287,9 @@ async def entry_choices(
     if search:
         args.append(contains_pattern(search))
         condition = f"AND {name_sql} ILIKE {{}}"
+    if record_id is not None:
+        args.append(record_id)
+        condition += f" AND {alias}.id = {{}}"
     if field_name == "contact":
         args.append(deal.get("account"))
     args.append(limit)

@@ -20,6 +20,7 @@ from app.deals.service import (
     EDITABLE,
     REQUIRABLE,
     MissingFields,
+    check_readable_references,
     create_deal,
     field_list,
     move_deal,
@@ -31,7 +32,7 @@ from app.errors import EditConflict, FieldError
 from app.fields import reference
 from app.forecast.scores import stored_chance
 from app.leads.conversion import origin_leads
-from app.merge import Conflict
+from app.merge import Conflict, changed_values
 from app.pagination import parse_search
 from app.people import people_choices
 from app.tasks.routes import task_context
@@ -196,6 +197,7 @@ class DealController(Controller):
         try:
             check_writable(access, "deal", filled)
             edits = form_edits(data, tuple(filled), parse_deal_field)
+            await check_readable_references(access, changed_values(edits), deal_id)
             await move_deal(deal_id, to_stage, from_stage or 0, request.user.id, edits)
         except MissingFields as error:
             return await entry_form(deal_id, to_stage, error, access, data, None)
@@ -222,18 +224,31 @@ class DealController(Controller):
         deal_id: RecordId,
         field_name: FromPath[str],
         search: FromQuery[str | None] = None,
+        optional: FromQuery[str | None] = None,
     ) -> Template:
-        """The options of the entry form's account, contact or product list."""
+        """The options of an account, contact or product picker, in the entry
+        form or the edit form.
+
+        The picker sends its chosen id under the field's name, and that
+        option stays chosen. ``optional`` makes the empty option read "None"
+        instead of "Choose…".
+        """
         if field_name not in queries.CHOICE_SQL:
             raise FieldError("field", field_name, "has no list of choices")
         access = request.user.access
         deal = await load_deal(deal_id, access, "edit")
-        choices = await queries.entry_choices(
-            field_name, parse_search(search), deal, access
+        selected = request.query_params.get(field_name) or ""
+        choices = await picker_choices(
+            field_name, parse_search(search), selected, deal, access
         )
         return Template(
             "deals/_entry_options.html",
-            context={"choices": choices, "field": field_name, "selected": ""},
+            context={
+                "choices": choices,
+                "field": field_name,
+                "selected": selected,
+                "optional": bool(optional),
+            },
         )
 
     @post("/{deal_id:int}/comments", opt=permission("comment", "create"))
@@ -259,6 +274,11 @@ class DealController(Controller):
         try:
             check_writable(access, "deal", [name for name in EDITABLE if name in data])
             await check_create_scope(data, request.user)
+            references = {
+                name: parse_deal_field(name, data.get(name))
+                for name in queries.CHOICE_SQL
+            }
+            await check_readable_references(access, references)
             deal_id = await create_deal(data, request.user.id)
         except FieldError as error:
             pipeline = (
@@ -331,7 +351,8 @@ async def entry_form(
     choices = {}
     for name in names:
         if name in queries.CHOICE_SQL and name not in locked:
-            choices[name] = await queries.entry_choices(name, "", deal, access)
+            selected = str(typed.get(name) or "")
+            choices[name] = await picker_choices(name, "", selected, deal, access)
     return Template(
         "deals/_entry_form.html",
         context={
@@ -385,21 +406,55 @@ async def deal_form_context(
 ) -> dict[str, Any]:
     """Build the deal form's context; a viewer who may not edit gets none."""
     if not access.permits("deal", "edit", deal["owner"], [deal["team"]]):
-        return {"deal": deal, "editable": False}
+        return {"deal": deal, "editable": False, "markers": EDITABLE}
     stages = await queries.list_stages(deal["pipeline"])
     people = await people_choices(keep=[deal["owner"]])
     fields = form_fields(access, "deal", EDITABLE)
+    state = edit_form_state(deal, fields["writable"], typed, conflicts, error, saved)
+    pickers = {}
+    labels = {"stage": stages, "owner": people["users"], "team": people["teams"]}
+    for name in queries.CHOICE_SQL:
+        if name not in fields["writable"]:
+            continue
+        shown = state["inputs"][name]
+        selected = "" if shown is None else str(shown)
+        pickers[name] = await picker_choices(name, "", selected, deal, access)
+        # A conflict names the stored value too, which may not be listed.
+        stored = {"id": deal[name], "name": deal[f"{name}_name"]}
+        labels[name] = [*pickers[name], stored]
     return {
         "deal": deal,
         "editable": True,
         **fields,
-        **edit_form_state(deal, fields["writable"], typed, conflicts, error, saved),
+        **state,
         "stages": stages,
+        "pickers": pickers,
         **people,
-        "describe": value_labels(
-            {"stage": stages, "owner": people["users"], "team": people["teams"]}
-        ),
+        "describe": value_labels(labels),
     }
+
+
+async def picker_choices(
+    name: str, search: str, selected: str, deal: dict[str, Any], access: Access
+) -> list[dict[str, Any]]:
+    """Return the options of an account, contact or product picker.
+
+    They are the first matches of ``search`` that the viewer may read, after
+    the ``selected`` record when the matches leave it out, so that saving
+    the form keeps it. The deal's stored record is kept even when the viewer
+    may not read it, with the name the deal page shows.
+    """
+    choices = await queries.entry_choices(name, search, deal, access)
+    try:
+        chosen = reference(name, selected)
+    except FieldError:
+        chosen = None
+    if chosen is None or any(choice["id"] == chosen for choice in choices):
+        return choices
+    if chosen == deal.get(name):
+        return [{"id": chosen, "name": deal.get(f"{name}_name")}, *choices]
+    found = await queries.entry_choices(name, "", deal, access, record_id=chosen)
+    return [*found, *choices]
 
 
 async def new_deal_context(
@@ -432,4 +487,5 @@ DEAL_FORM = EditForm(
     update=update_deal,
     load=queries.get_deal,
     context=deal_form_context,
+    check=check_readable_references,
 )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from piccolo.table import Table
 
 from app import fields
+from app.access.permissions import Access
+from app.access.scopes import scope_sql
 from app.accounts.tables import Account
 from app.auth.tables import Team, User
 from app.contacts.tables import Contact
@@ -21,18 +23,25 @@ from app.merge import Edit, MergeResult, merge_edit
 
 logger = logging.getLogger(__name__)
 
-# Fields the edit form changes, with their parsers.
+# Fields the edit form and the API change (``parse_deal_field`` reads them).
+# They include every field in REQUIRABLE, so a deal can be moved into any
+# stage by an edit that fills what the stage requires.
 EDITABLE = (
     "name",
     "amount",
     "close_date",
+    "engage_date",
     "owner",
     "team",
+    "account",
+    "contact",
+    "product",
     "stage",
     "forecast_category",
 )
 # Fields a stage may require before a deal enters it, with the words error
-# messages use for them. The board's entry form can set each of them.
+# messages use for them. The board's entry form, the edit form and the API
+# can set each of them.
 REQUIRABLE = {
     "amount": "amount",
     "close_date": "close date",
@@ -50,6 +59,25 @@ REFERENCES: dict[str, tuple[type[Table], str]] = {
     "contact": (Contact, "is not a contact"),
     "product": (Product, "is not a product"),
 }
+# Reference fields whose records have read scopes, each with its object type
+# (also its table's name). A person may set only records they may read, and
+# products have no scope.
+SCOPED_REFERENCES = {"account": "account", "contact": "contact"}
+
+
+def check_requirable(field: str, value: Any, label: str | None = None) -> str:
+    """Return ``value`` if it names a field in REQUIRABLE, else raise FieldError."""
+    if not isinstance(value, str) or value not in REQUIRABLE:
+        raise FieldError(
+            field, value, f"is not one of {', '.join(REQUIRABLE)}", label=label
+        )
+    return value
+
+
+def in_requirable_order(names: Iterable[str]) -> list[str]:
+    """Return the distinct ``names`` in REQUIRABLE's order, as stages store them."""
+    chosen = set(names)
+    return [name for name in REQUIRABLE if name in chosen]
 
 
 class MissingFields(FieldError):
@@ -126,6 +154,35 @@ async def check_references(pipeline_id: int, values: dict[str, Any]) -> None:
         if values.get(name) is not None:
             if not await table.exists().where(table._meta.primary_key == values[name]):
                 raise FieldError(name, values[name], reason)
+
+
+async def check_readable_references(
+    access: Access, values: Mapping[str, Any], deal_id: int | None = None
+) -> None:
+    """Raise FieldError for an account or contact in ``values`` that ``access``
+    may not read.
+
+    The error is the one a missing record gets, so it does not tell that the
+    record exists. Writers acting as the system (imports, rules) skip this.
+    """
+    for name, object_type in SCOPED_REFERENCES.items():
+        record_id = values.get(name)
+        if record_id is None:
+            continue
+        args: list[object] = [record_id]
+        scope = scope_sql(access, object_type, "r", args)
+        found = await Deal.raw(
+            f"SELECT 1 FROM {object_type} r WHERE r.id = {{}} AND {scope}", *args
+        )
+        if not found:
+            logger.info(
+                "deal reference rejected deal_id=%s user_id=%s field=%s value=%s",
+                deal_id,
+                access.user_id,
+                name,
+                record_id,
+            )
+            raise FieldError(name, record_id, REFERENCES[name][1])
 
 
 def missing_fields(deal: dict[str, Any], required: list[str]) -> list[str]:
@@ -321,6 +378,10 @@ async def create_deal(values: dict[str, str], actor_id: int | None) -> int:
                 name=parsed["name"],
                 amount=parsed["amount"],
                 close_date=parsed["close_date"],
+                engage_date=parsed["engage_date"],
+                account=parsed["account"],
+                contact=parsed["contact"],
+                product=parsed["product"],
                 forecast_category=parsed["forecast_category"],
                 owner=parsed["owner"] or actor_id,
                 stage=parsed["stage"],

@@ -308,8 +308,10 @@
 
   document.addEventListener("focusin", function (event) {
     const field = event.target;
-    if (field.name && field.form && field.form.hasAttribute("data-presence")) {
-      presence.editing = field.name;
+    // A picker's search box announces the field it picks for.
+    const name = (field.dataset && field.dataset.presenceField) || field.name;
+    if (name && field.form && field.form.hasAttribute("data-presence")) {
+      presence.editing = name;
       announce();
     }
   });

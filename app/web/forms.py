@@ -15,7 +15,7 @@ from app.access.permissions import Access
 from app.access.scopes import check_writable, redact, require_record, writable
 from app.errors import FieldError
 from app.fields import MAX_ID
-from app.merge import Conflict, Edit, MergeResult
+from app.merge import Conflict, Edit, MergeResult, changed_values
 
 FormData = Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]
 # The id of a record in a path; larger numbers cannot be PostgreSQL ids.
@@ -122,6 +122,9 @@ class EditForm:
     update: Callable[[int, dict[str, Edit], int | None], Awaitable[MergeResult]]
     load: Callable[[int], Awaitable[dict[str, Any]]]
     context: Callable[..., Awaitable[dict[str, Any]]]
+    # Checks the changed values against the viewer's access, given the
+    # record's id. It raises FieldError to reject the edit.
+    check: Callable[[Access, dict[str, Any], int], Awaitable[None]] | None = None
 
     async def load_for(self, record_id: int, access: Access, action: str) -> Any:
         """Load the record, raising NotFound outside the read scope and 403
@@ -155,6 +158,8 @@ class EditForm:
             ]
             check_writable(access, self.record_type, submitted)
             edits = form_edits(data, self.editable, self.parse)
+            if self.check is not None:
+                await self.check(access, changed_values(edits), record_id)
             result = await self.update(record_id, edits, actor_id)
         except FieldError as error:
             logger.info(

@@ -35,7 +35,15 @@ from app.tickets.service import parse_ticket_field
 from app.tickets.tables import PRIORITIES, STATUSES, Ticket
 from tests.browserless import Session
 from tests.chaos_client import conflict_fields, form_values, is_card, parse_html
-from tests.factories import make_deal, make_pipeline, make_ticket, make_user
+from tests.factories import (
+    make_account,
+    make_contact,
+    make_deal,
+    make_pipeline,
+    make_product,
+    make_ticket,
+    make_user,
+)
 from tests.servers import web_server
 
 pytestmark = pytest.mark.timeout(240)
@@ -111,6 +119,7 @@ class Agent:
     log: list[Request]
     stages: list[int]
     owners: list[int]
+    references: dict[str, list[int]]
     # The last form and the last card value (stage or status) seen per record.
     forms: dict[tuple[str, int], dict[str, str]] = field(default_factory=dict)
     cards: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -181,9 +190,16 @@ class Agent:
             "close_date": (
                 dt.date(2026, 1, 1) + dt.timedelta(days=self.rng.randrange(365))
             ).isoformat(),
+            "engage_date": (
+                dt.date(2025, 6, 1) + dt.timedelta(days=self.rng.randrange(365))
+            ).isoformat(),
             "owner": str(self.rng.choice(self.owners)),
             "stage": str(self.rng.choice(self.stages)),
         }
+        # Account, contact and product come from the records the test made,
+        # as a picker offers only stored ones.
+        for name, ids in self.references.items():
+            choices[name] = str(self.rng.choice(ids))
         names = self.rng.sample(sorted(choices), k=self.rng.choice([1, 1, 2]))
         return {name: choices[name] for name in names}
 
@@ -487,6 +503,15 @@ def write_log(path: Path, log: list[Request], changes: list[Applied]) -> None:
             output.write(json.dumps(entry, default=str) + "\n")
 
 
+async def reference_choices() -> dict[str, list[int]]:
+    """Make two accounts, contacts and products for the agents to pick from."""
+    return {
+        "account": [await make_account(), await make_account()],
+        "contact": [await make_contact(), await make_contact()],
+        "product": [await make_product(), await make_product()],
+    }
+
+
 async def run_agent(
     agent: Agent, deals: list[int], tickets: list[int], start: asyncio.Event
 ) -> None:
@@ -508,6 +533,7 @@ async def test_concurrent_edits_lose_nothing(servers, tmp_path: Path) -> None:
     tickets = [await make_ticket("new"), await make_ticket("open")]
     users = [await make_user() for _ in range(AGENTS)]
     owners = [user.id for user in users[:4]]
+    references = await reference_choices()
 
     log: list[Request] = []
     agents = []
@@ -523,6 +549,7 @@ async def test_concurrent_edits_lose_nothing(servers, tmp_path: Path) -> None:
                 log=log,
                 stages=pipeline["stages"],
                 owners=owners,
+                references=references,
             )
         )
 
