@@ -15,7 +15,6 @@ from app.sla.policies import PolicyInput, save_policy
 from tests.browserless import Session
 from tests.factories import make_user
 from tests.live_frames import next_event
-from tests.servers import web_server
 
 HTML = {"accept": "text/html"}
 BLANK = {
@@ -30,12 +29,6 @@ BLANK = {
     "tier": "",
     "owner": "",
 }
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def make_account(**values: str) -> tuple[int, str]:

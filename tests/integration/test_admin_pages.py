@@ -21,15 +21,8 @@ from tests.factories import (
     make_user,
     unique,
 )
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def admin_session(url: str) -> Session:

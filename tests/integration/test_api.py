@@ -39,12 +39,6 @@ WRITE_ALL = {
 PROBLEM_JSON = "application/problem+json"
 
 
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:

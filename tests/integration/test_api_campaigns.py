@@ -19,18 +19,11 @@ from app.audit.tables import AuditLog
 from app.campaigns.tables import Campaign
 from tests.factories import make_team, make_user, unique
 from tests.integration.test_api import bearer, new_key
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 FAR_AHEAD = "2030-01-15T09:00:00Z"
 WRITE = {"campaign": "write"}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

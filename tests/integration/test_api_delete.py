@@ -23,15 +23,8 @@ from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_team, make_ticket, make_user
 from tests.integration.test_api import WRITE_ALL, bearer, new_key
 from tests.live_frames import next_event
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

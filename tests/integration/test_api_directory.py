@@ -26,15 +26,8 @@ from tests.factories import (
     unique,
 )
 from tests.integration.test_api import bearer, new_key
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

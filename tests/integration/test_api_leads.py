@@ -13,15 +13,8 @@ from app.leads.service import create_lead
 from app.leads.tables import Lead
 from tests.factories import make_team, make_user, unique
 from tests.integration.test_api import bearer, new_key
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

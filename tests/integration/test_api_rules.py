@@ -22,18 +22,11 @@ from app.workflows.service import get_rule, save_rule
 from app.workflows.tables import RuleRun, WorkflowRule, WorkflowRuleVersion
 from tests.factories import contains, make_user
 from tests.integration.test_api import bearer, new_key
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(120)]
 
 PROBLEM_JSON = "application/problem+json"
 RULES = "/api/v1/workflow-rules"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

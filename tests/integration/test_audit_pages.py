@@ -20,15 +20,8 @@ from tests.factories import (
     make_ticket,
     make_user,
 )
-from tests.servers import web_server
 
 HTML = {"accept": "text/html"}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def newest_rows(action: str, limit: int = 5) -> list[dict]:

@@ -29,17 +29,10 @@ from tests.factories import (
     unique,
 )
 from tests.integration.test_stage_rules import deal_events, stored
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
 STAGES = ("Prospecting", "Decision", "Won", "Lost")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -20,7 +20,6 @@ from tests.browserless import Session
 from tests.factories import make_team, make_user
 from tests.integration.test_forecast import add_deal, make_forecast_pipeline
 from tests.live_frames import next_event
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
@@ -97,12 +96,6 @@ async def trained() -> Trained:
     model = await service.train_pipeline(pipeline["id"], today())
     assert model is not None
     return Trained(pipeline, team, owner, other)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def signed_in(server, role: str) -> Session:

@@ -32,7 +32,7 @@ from tests.factories import make_team, make_user
 from tests.integration.test_deal_probability import PERCENT, seed_varied_history
 from tests.integration.test_forecast import add_deal, make_forecast_pipeline
 from tests.live_frames import next_event, publishing_from_test_process
-from tests.servers import ROOT, stop, web_server
+from tests.servers import ROOT, stop
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(300)]
 
@@ -264,12 +264,6 @@ async def test_deal_jobs_registered_in_worker() -> None:
     assert deal_queue.RESCORE_DEAL_FUNCTION in names
     assert "retrain_win_models_when_due" in names
     assert any(name.endswith("cron:retrain_win_models") for name in crons)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def test_scored_value_reaches_open_page(server, tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
-
 from app.comments.tables import Comment
 from app.contacts.queries import get_contact
 from app.contacts.tables import Contact
@@ -28,12 +26,6 @@ from tests.servers import ROOT, web_server
 
 HTML = {"accept": "text/html"}
 ROTATED_CONTACTS = 3000
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def admin_session(server) -> Session:

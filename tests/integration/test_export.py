@@ -26,15 +26,8 @@ from app.exports.routes import stream_csv
 from app.leads.tables import Lead
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_team, make_user, unique
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def signed_in(server: Any, email: str) -> Session:

@@ -19,7 +19,7 @@ from app.forecast.probability import MIN_CLOSED_DEALS
 from app.forecast.tables import ForecastSnapshot, WinModelRecord
 from tests.browserless import Session
 from tests.factories import make_team, make_user, unique
-from tests.servers import web_server, worker_process
+from tests.servers import worker_process
 from workers.connection import open_queue
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
@@ -113,12 +113,6 @@ async def seeded() -> Seeded:
     await add_deal(pipeline, "Proposal", "1000", owner=bob.id, team=team_b)
     await add_deal(pipeline, "Lost", "9000", owner=bob.id, team=team_b)
     return Seeded(pipeline, team_a, team_b, alice, bob, rep, support)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def admin_user() -> Any:

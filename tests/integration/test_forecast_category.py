@@ -20,19 +20,12 @@ from app.forecast.figures import Period
 from app.merge import Edit
 from tests.factories import make_team, make_user, unique
 from tests.integration.test_forecast import add_deal, make_forecast_pipeline
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
 
 def today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")

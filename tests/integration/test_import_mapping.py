@@ -25,7 +25,7 @@ from app.tickets.tables import Ticket
 from tests.browserless import Session
 from tests.conftest import datasets_dir
 from tests.factories import make_pipeline, make_user, unique
-from tests.servers import web_server, worker_process
+from tests.servers import worker_process
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
@@ -504,12 +504,6 @@ async def test_saving_a_mapping_checks_its_name() -> None:
 
 
 # The pages, a real worker and the download of rejected rows
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def upload(session: Session, target: str, name: str, body: bytes):

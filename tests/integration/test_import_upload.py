@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from app.imports.tables import ImportJob
 from tests.browserless import Session
 from tests.factories import make_user
-from tests.servers import web_server
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def test_start_import_without_files_names_field(server) -> None:

@@ -10,15 +10,8 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.browserless import Session
 from tests.factories import make_pipeline, make_user
-from tests.servers import web_server
 
 CLOSE_POLICY_VIOLATION = 1008
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def test_topic_id_beyond_any_record_is_refused(server) -> None:

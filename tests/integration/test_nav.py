@@ -8,17 +8,10 @@ import pytest
 
 from tests.browserless import Session
 from tests.factories import make_team, make_user
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 NAV = re.compile(r'<nav class="main-nav".*?</nav>', re.S)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def nav_links(server, role: str) -> set[str]:

@@ -6,18 +6,11 @@ import pytest
 
 from tests.browserless import Session
 from tests.factories import PASSWORD, make_team, make_user, unique
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 NUL = "a\x00b"
 HOOK = "http://127.0.0.1:9/hook"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def admin_session(url: str) -> Session:

@@ -23,18 +23,11 @@ from app.tickets.tables import Ticket
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_team, make_ticket, make_user
 from tests.live_frames import next_event
-from tests.servers import web_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 HTML = {"accept": "text/html"}
 TABLES = {"deal": Deal, "ticket": Ticket, "account": Account, "contact": Contact}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def signed_in(server, user) -> Session:

@@ -11,15 +11,8 @@ from app.sla.tables import BusinessCalendar, SlaPolicy
 from app.tickets.service import create_ticket
 from tests.browserless import Session
 from tests.factories import make_team, make_user, unique
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 OPEN_SESSIONS: list[Session] = []

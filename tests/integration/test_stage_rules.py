@@ -34,17 +34,10 @@ from app.workflows.tables import RuleRun
 from tests.browserless import Session
 from tests.factories import make_deal, make_pipeline, make_user, unique
 from tests.live_frames import next_event
-from tests.servers import web_server
 
 pytestmark = pytest.mark.timeout(90)
 
 STAGES = ("Prospecting", "Proposal", "Negotiation", "Won", "Lost")
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def ruled_pipeline() -> dict[str, Any]:

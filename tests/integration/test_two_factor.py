@@ -8,17 +8,9 @@ import uuid
 
 import httpx
 import pyotp
-import pytest
 
 from tests.browserless import Session
 from tests.factories import PASSWORD, make_user
-from tests.servers import web_server
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 def later_code(secret: str, steps_ahead: int = 1) -> str:

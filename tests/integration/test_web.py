@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from app.deals.tables import Deal
 from app.tickets.tables import Ticket
 from tests.browserless import Session
 from tests.factories import PASSWORD, make_deal, make_pipeline, make_ticket, make_user
 from tests.live_frames import next_event
-from tests.servers import web_server
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def test_pages_redirect_to_sign_in(server) -> None:

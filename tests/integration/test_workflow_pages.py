@@ -15,15 +15,8 @@ from app.tickets.service import create_ticket
 from app.workflows.tables import RuleRun, WorkflowRule
 from tests.browserless import Session
 from tests.factories import contains, enabled_rule, make_user
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 async def test_admin_builds_rule_and_dry_runs_it(server) -> None:

@@ -23,17 +23,10 @@ from app.workflows.schema import decode_definition
 from app.workflows.tables import WorkflowRule, WorkflowRuleVersion
 from tests.browserless import Session
 from tests.factories import make_team, make_user
-from tests.servers import web_server
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
 TAG = {"kind": "add_tag", "tag": "checked"}
-
-
-@pytest.fixture(scope="module")
-def server():
-    with web_server() as running:
-        yield running
 
 
 @pytest_asyncio.fixture(loop_scope="session")
