@@ -524,14 +524,17 @@ async def test_reads_only_candidates() -> None:
     ]
     other = await create_ticket({"subject": "Read elsewhere"}, None)
     where = candidate_filter(TICKET, one("subject", "contains", marker))
+    # Earlier tests' tickets with non-ASCII text are candidates of every text
+    # condition, so the reading starts at this test's first ticket.
+    start = matching[0] - 1
 
-    first = await load_records_after(TICKET, 0, 2, where)
+    first = await load_records_after(TICKET, start, 2, where)
     rest = await load_records_after(TICKET, first[-1]["id"], 2, where)
 
     assert [record["id"] for record in first + rest] == matching
     assert other not in [record["id"] for record in first + rest]
-    assert await count_records(TICKET, where) == 3
-    assert await count_records(TICKET) > 3
+    assert await count_records(TICKET, where) >= 3
+    assert await count_records(TICKET, where) < await count_records(TICKET)
 
 
 async def test_planning_drops_timers_of_ruled_out_records(
@@ -568,11 +571,13 @@ async def test_planning_drops_timers_of_ruled_out_records(
             WorkflowTimer.rule == rule_id
         )
 
-        assert first["done"] == 5
-        assert first["total"] == 5
+        # Earlier tests' tickets with non-ASCII text are candidates too, and
+        # set no timer because their subjects lack the marker.
+        assert first["done"] == first["total"]
+        assert first["total"] >= 5
         assert sorted(row["record_id"] for row in armed) == tickets
-        assert second["done"] == 3
-        assert second["total"] == 3
+        assert second["done"] == second["total"]
+        assert second["total"] == first["total"] - 2
         assert sorted(row["record_id"] for row in left) == [
             tickets[0],
             tickets[2],
@@ -587,7 +592,9 @@ async def test_scheduled_run_skips_ruled_out_records() -> None:
     matching = [
         await create_ticket({"subject": f"Sweep {marker} {n}"}, None) for n in range(2)
     ]
-    await create_ticket({"subject": f"Sweep elsewhere {uuid.uuid4().hex}"}, None)
+    elsewhere = await create_ticket(
+        {"subject": f"Sweep elsewhere {uuid.uuid4().hex}"}, None
+    )
     weekday = (dt.datetime.now(dt.UTC).weekday() + 2) % 7
     rule_id = await scheduled_ticket_rule(
         marker, {"every": "weekly", "weekday": weekday, "hour": 6, "minute": 0}
@@ -600,8 +607,12 @@ async def test_scheduled_run_skips_ruled_out_records() -> None:
             RuleRun.rule == rule_id
         )
 
-        assert sorted(run["record_id"] for run in runs) == matching
-        assert {run["outcome"] for run in runs} == {"done"}
+        # Earlier tests' tickets with non-ASCII text are candidates, so they
+        # may have runs whose conditions did not hold; an ASCII ticket
+        # without the marker has none.
+        done = [run["record_id"] for run in runs if run["outcome"] == "done"]
+        assert sorted(done) == matching
+        assert elsewhere not in [run["record_id"] for run in runs]
     finally:
         clock.reset()
         await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
