@@ -136,10 +136,13 @@ async def save_rule(
 
 
 async def check_references(object_type: str, definition: RuleDefinition) -> None:
-    """Raise FieldError for a record a condition or trigger names by id, a
-    calendar, reply template, user or team that does not exist, a
-    deactivated user, a team with no active user to notify, or a template
-    that uses values the record type lacks."""
+    """Raise FieldError for a reference the definition cannot use.
+
+    These are ids in conditions or triggers, calendars, reply templates,
+    users and teams that do not exist, a deactivated user, and a team with
+    no active user to notify. A template that uses values the record type
+    lacks is rejected too.
+    """
     record_type = RECORD_TYPES[object_type]
     await check_references_exist(check_values(record_type, definition))
     calendar_id = definition.trigger.calendar_id

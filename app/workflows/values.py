@@ -1,10 +1,10 @@
 """Checking, when a rule is saved, that its values suit their fields.
 
-A condition whose value the evaluator cannot compare with the field (a word
-for an amount, a date that does not parse, the name of a stage where the
-field holds a stage id) is false on every record, and a trigger narrowed
-to a stage that does not exist never fires. Saving rejects both and names
-the condition or trigger and the value, so a rule never sits dead.
+A condition whose value cannot be compared with its field is false on every
+record. Examples are a word for an amount, a date that does not parse, or a
+stage name where the field contains a stage id. A trigger narrowed to a
+stage that does not exist never fires. Saving rejects both, naming the
+condition or trigger and the value.
 """
 
 from __future__ import annotations
@@ -159,23 +159,28 @@ def check_trigger_values(record_type: RecordType, trigger: Trigger) -> list[Refe
     references: list[Reference] = []
     if trigger.kind == "field_changed":
         column = column_of(record_type, trigger.field)
-        for name in ("from_value", "to_value"):
-            value = getattr(trigger, name)
-            if column is not None and value:
+        for attribute in ("from_value", "to_value"):
+            changed = getattr(trigger, attribute)
+            if column is not None and changed:
                 references += check_value(
-                    column, str(trigger.field), "equals", value, f"trigger.{name}"
+                    column,
+                    str(trigger.field),
+                    "equals",
+                    changed,
+                    f"trigger.{attribute}",
                 )
+
     narrowed_by = {
         "stage_entered": "stage",
         "stage_left": "stage",
         "status_changed": "status",
     }
-    narrowing = narrowed_by.get(trigger.kind)
+    name = narrowed_by.get(trigger.kind)
     field = record_type.stage_field
-    value = getattr(trigger, narrowing) if narrowing else None
-    if narrowing is None or field is None or not value:
+    value = getattr(trigger, name) if name else None
+    if name is None or field is None or not value:
         return references
-    name = narrowing
+
     try:
         parsed = record_type.parse(field, value)
     except FieldError as error:
@@ -192,8 +197,10 @@ def check_trigger_values(record_type: RecordType, trigger: Trigger) -> list[Refe
 def check_values(
     record_type: RecordType, definition: RuleDefinition
 ) -> list[Reference]:
-    """Raise FieldError for a value that does not suit its field; return the
-    ids the definition names, which ``check_references_exist`` looks up."""
+    """Raise FieldError for a value that does not suit its field.
+
+    Returns the ids the definition names, for ``check_references_exist``.
+    """
     return [
         *check_trigger_values(record_type, definition.trigger),
         *check_group_values(record_type, definition.conditions),
