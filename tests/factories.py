@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,17 @@ from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import RuleRun
 
 PASSWORD = "correct horse battery"
+
+# A deal amount for tests about who may see amounts. ``shows_hidden_amount``
+# finds it as a bare number, with a thousands comma or with a currency sign,
+# but not inside a longer number or after a dot or colon, where the same
+# digits can turn up as a timestamp's microseconds.
+HIDDEN_AMOUNT = "987654.32"
+_HIDDEN_AMOUNT_TEXT = re.compile(r"(?<![\d.:])987,?654(?!\d)")
+
+
+def shows_hidden_amount(text: str) -> bool:
+    return _HIDDEN_AMOUNT_TEXT.search(text) is not None
 
 
 def unique(prefix: str) -> str:

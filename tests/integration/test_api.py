@@ -22,7 +22,15 @@ from app.events.tables import Event
 from app.webhooks.service import EndpointInput, create_endpoint
 from app.webhooks.tables import OutboxMessage, WebhookEndpoint
 from tests.browserless import Session
-from tests.factories import make_deal, make_pipeline, make_team, make_user, unique
+from tests.factories import (
+    HIDDEN_AMOUNT,
+    make_deal,
+    make_pipeline,
+    make_team,
+    make_user,
+    shows_hidden_amount,
+    unique,
+)
 from tests.live_frames import next_event
 from tests.servers import web_server
 
@@ -244,7 +252,7 @@ async def test_rep_key_cannot_change_team(api) -> None:
 async def test_hidden_amount_absent_from_json(api) -> None:
     agent = await make_user("support_agent")
     pipeline = await make_pipeline()
-    deal_id = await make_deal(pipeline, amount="987654.32")
+    deal_id = await make_deal(pipeline, amount=HIDDEN_AMOUNT)
     token = await new_key(agent.id, {"deal": "read"})
 
     one = await api.get(f"/api/v1/deals/{deal_id}", headers=bearer(token))
@@ -255,9 +263,9 @@ async def test_hidden_amount_absent_from_json(api) -> None:
     assert one.status_code == 200
     assert "amount" not in one.json()
     assert "name" in one.json()
-    assert "987654" not in one.text
+    assert not shows_hidden_amount(one.text)
     assert all("amount" not in row for row in listed.json()["data"])
-    assert "987654" not in listed.text
+    assert not shows_hidden_amount(listed.text)
 
 
 async def written_rows(deal_id: int) -> dict[str, int]:

@@ -25,7 +25,15 @@ from app.exports.queries import ExportFilter, export_chunks
 from app.exports.routes import stream_csv
 from app.leads.tables import Lead
 from tests.browserless import Session
-from tests.factories import make_deal, make_pipeline, make_team, make_user, unique
+from tests.factories import (
+    HIDDEN_AMOUNT,
+    make_deal,
+    make_pipeline,
+    make_team,
+    make_user,
+    shows_hidden_amount,
+    unique,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
@@ -75,7 +83,7 @@ async def test_rep_exports_only_their_team_deals(server) -> None:
 async def test_hidden_fields_are_left_out(server) -> None:
     agent = await make_user("support_agent")
     pipeline = await make_pipeline()
-    await make_deal(pipeline, amount="987654.32", name=unique("Hidden amount"))
+    await make_deal(pipeline, amount=HIDDEN_AMOUNT, name=unique("Hidden amount"))
     session = await signed_in(server, agent.email)
 
     response = await session.get(f"/exports/deals.csv?pipeline={pipeline['id']}")
@@ -85,7 +93,7 @@ async def test_hidden_fields_are_left_out(server) -> None:
     assert len(rows) == 1
     assert "amount" not in rows[0]
     assert "name" in rows[0]
-    assert "987654" not in response.text
+    assert not shows_hidden_amount(response.text)
     await session.close()
 
 
