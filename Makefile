@@ -36,6 +36,7 @@ lint: $(STAMP)
 ## Benchmarks; results go to bench/results/*.json.
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.workflows
 
 ## Lead scoring against a naive-Bayes baseline, and the forecast back-test,
 ## on the public datasets; results go to bench/results/.

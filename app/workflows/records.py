@@ -7,7 +7,7 @@ checked, and the streams its events go to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -90,19 +90,25 @@ def contact_topics(record: dict[str, Any]) -> list[str]:
 
 TICKET_DERIVED = """
 SELECT
-    (SELECT count(*) FROM email_attachment a WHERE a.ticket = {}) AS attachments,
-    (SELECT c.body FROM comment c WHERE c.ticket = {} AND NOT c.internal
+    t.id,
+    (SELECT count(*) FROM email_attachment a WHERE a.ticket = t.id) AS attachments,
+    (SELECT c.body FROM comment c WHERE c.ticket = t.id AND NOT c.internal
      ORDER BY c.id LIMIT 1) AS first_comment
+FROM unnest({}::integer[]) AS t(id)
 """
 
 
-async def ticket_derived(ticket_id: int) -> dict[str, Any]:
-    """Return the attachments received with a ticket's mail and the HTML of
-    its first public comment (its first message, for a ticket from email)."""
-    rows = await Ticket.raw(TICKET_DERIVED, ticket_id, ticket_id)
+async def ticket_derived(ticket_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Return, by ticket id, the attachments received with each ticket's mail
+    and the HTML of its first public comment (its first message, for a
+    ticket from email), in one query."""
+    rows = await Ticket.raw(TICKET_DERIVED, list(ticket_ids))
     return {
-        "attachments": int(rows[0]["attachments"]),
-        "first_comment": rows[0]["first_comment"] or "",
+        row["id"]: {
+            "attachments": int(row["attachments"]),
+            "first_comment": row["first_comment"] or "",
+        }
+        for row in rows
     }
 
 
@@ -139,9 +145,11 @@ class RecordType:
     # column (``contact_field``) or the record's own address (``email_field``).
     contact_field: str | None = None
     email_field: str | None = None
-    # Read-only fields computed from other tables, added by ``load_record``,
+    # Read-only fields computed from other tables for a batch of record ids,
     # and their names, which the SQL prefilter leaves to Python.
-    derived: Callable[[int], Awaitable[dict[str, Any]]] | None = None
+    derived: Callable[[Sequence[int]], Awaitable[dict[int, dict[str, Any]]]] | None = (
+        None
+    )
     derived_fields: tuple[str, ...] = ()
 
 
@@ -267,7 +275,8 @@ async def load_record(record_type: RecordType, record_id: int) -> dict[str, Any]
     )
     if not row:
         return None
-    return await complete_record(record_type, row[0])
+    [record] = await complete_records(record_type, row)
+    return record
 
 
 def after_id_query(
@@ -298,7 +307,7 @@ async def load_records_after(
     rows = await record_type.table.raw(
         f"{query} ORDER BY id LIMIT {{}}", after_id, *args, limit
     )
-    return [await complete_record(record_type, row) for row in rows]
+    return await complete_records(record_type, rows)
 
 
 async def record_ids_after(
@@ -325,12 +334,18 @@ async def count_records(
     return int(rows[0]["n"])
 
 
-async def complete_record(
-    record_type: RecordType, row: dict[str, Any]
-) -> dict[str, Any]:
-    record = dict(row)
-    decrypt_row(record_type.table, record)
-    record["tags"] = list(record.get("tags") or [])
-    if record_type.derived is not None:
-        record.update(await record_type.derived(record["id"]))
-    return record
+async def complete_records(
+    record_type: RecordType, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Decrypt ``rows`` and add the type's derived fields to each."""
+    records = []
+    for row in rows:
+        record = dict(row)
+        decrypt_row(record_type.table, record)
+        record["tags"] = list(record.get("tags") or [])
+        records.append(record)
+    if record_type.derived is not None and records:
+        derived = await record_type.derived([record["id"] for record in records])
+        for record in records:
+            record.update(derived[record["id"]])
+    return records

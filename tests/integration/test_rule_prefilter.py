@@ -512,7 +512,7 @@ def test_needle_is_a_parameter() -> None:
 
 async def test_derived_fields_are_declared() -> None:
     ticket_id = await create_ticket({"subject": f"Derived {token()}"}, None)
-    derived = await ticket_derived(ticket_id)
+    derived = (await ticket_derived([ticket_id]))[ticket_id]
 
     assert set(derived) == set(TICKET.derived_fields)
 
