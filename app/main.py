@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     from app.leads.webform import CSRF_EXEMPT_PATH, WebFormController
     from app.leads.webform_admin import WebFormAdminController
     from app.scoring.routes import ScoringAdminController
+    from app.search.routes import SearchController
     from app.sla.routes import SlaAdminController, SlaReportController
     from app.tasks.routes import TaskController
     from app.tickets.routes import TicketBoardController, TicketController
@@ -195,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             Router("/", route_handlers=[AuthController], opt={"permission": SIGNED_IN}),
             PipelineController,
             DealController,
+            SearchController,
             TicketBoardController,
             TicketController,
             TicketEmailController,

@@ -149,21 +149,21 @@ def parse_sibling_pages(
     return requests
 
 
-def parse_search(raw: str | None) -> str:
+def parse_search(raw: str | None, name: str = "search") -> str:
     """Trim search text and collapse each run of whitespace into one space.
 
-    Raises FieldError for text longer than ``MAX_SEARCH_LENGTH`` or with a
-    NUL character.
+    Raises FieldError, naming the field ``name``, for text longer than
+    ``MAX_SEARCH_LENGTH`` or with a NUL character.
     """
     search = " ".join((raw or "").split())
     if "\x00" in search:
         # PostgreSQL text cannot hold NUL, so the query would fail.
         raise FieldError(
-            "search", search.replace("\x00", "\\0")[:40], "must not contain NUL"
+            name, search.replace("\x00", "\\0")[:40], "must not contain NUL"
         )
     if len(search) > MAX_SEARCH_LENGTH:
         raise FieldError(
-            "search",
+            name,
             search[:40] + "…",
             f"is longer than {MAX_SEARCH_LENGTH} characters",
         )

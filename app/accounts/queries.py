@@ -16,7 +16,8 @@ from app.access.scopes import (
 from app.accounts.tables import Account
 from app.deals.tables import Deal
 from app.errors import NotFound
-from app.pagination import Page, PageRequest, contains_pattern
+from app.pagination import Page, PageRequest
+from app.search.matching import any_of, contains_any, phone_digits, searchable
 from app.tickets.tables import Ticket
 
 # Ticket statuses that count as done. Every other status is open.
@@ -25,6 +26,9 @@ CLOSED_TICKET_SQL = ", ".join(f"'{status}'" for status in CLOSED_TICKET_STATUSES
 
 # Case-insensitive, because the database collation may sort capitals first.
 ACCOUNT_ORDER = "lower(a.name), a.name, a.id"
+# An account's phone number without its spaces, dashes and brackets, as the
+# trigram index account_phone_digits_trgm_idx stores it.
+PHONE_DIGITS_SQL = "regexp_replace(a.phone, '[^0-9]+', '', 'g')"
 
 # The counts are of the records the viewer may read: account_sql puts the
 # scope conditions in place of {subsidiaries}, {contacts}, {deals} and {tickets}.
@@ -154,19 +158,29 @@ def list_sql(where: str, deal_scope: str, ticket_scope: str) -> str:
     """
 
 
-def search_condition(search: str, args: list[object]) -> str:
-    """Return the WHERE condition for a search of name or domain, adding its args."""
+def search_condition(search: str, args: list[object], access: Access = SYSTEM) -> str:
+    """Return the WHERE condition for a search of name, domain or phone number.
+
+    Phone numbers match by their digits, when the search looks like one.
+    Fields hidden from ``access`` or encrypted are not searched.
+    """
     if not search:
         return "TRUE"
-    pattern = contains_pattern(search)
-    args.extend([pattern, pattern])
-    return "(a.name ILIKE {} OR a.domain ILIKE {})"
+    columns = searchable(
+        access, "account", Account, {"name": "a.name", "domain": "a.domain"}
+    )
+    conditions = [contains_any(columns, search, args)] if columns else []
+    digits = phone_digits(search)
+    if digits and searchable(access, "account", Account, {"phone": "a.phone"}):
+        args.append(f"%{digits}%")
+        conditions.append(f"{PHONE_DIGITS_SQL} LIKE {{}}")
+    return any_of(conditions)
 
 
 async def search_accounts(
     search: str, paging: PageRequest, access: Access = SYSTEM
 ) -> Page[dict[str, Any]]:
-    """List the accounts whose name or domain contains ``search``, by name.
+    """List the accounts that ``search`` matches (see ``search_condition``), by name.
 
     Each row carries its number of open deals, their total amount and its
     number of open tickets, counting only those ``access`` may read. The
@@ -174,7 +188,7 @@ async def search_accounts(
     ``search`` lists every account.
     """
     args: list[object] = []
-    where = search_condition(search, args)
+    where = search_condition(search, args, access)
     where += " AND " + scope_sql(access, "account", "a", args)
     counted = await Account.raw(
         f"SELECT count(*) AS n FROM account a WHERE {where}", *args

@@ -1,7 +1,8 @@
 """The JSON API under /api/v1: deals, tickets, accounts and contacts.
 
 The other resources (comments, tasks, pipelines, users, teams, campaigns,
-workflow rules) have modules of their own, which the router below joins.
+workflow rules) and the search have modules of their own, which the router
+below joins.
 
 Every record type gets the same five routes from ``record_routes``: list,
 get, create, partial update and delete. An update needs
@@ -68,6 +69,7 @@ from app.api.records import (
 )
 from app.api.resources import ACCOUNTS, CONTACTS, DEALS, LEADS, TICKETS, Resource
 from app.api.rules import RULE_ROUTES
+from app.api.search import SEARCH_ROUTES
 from app.api.tasks import TASK_ROUTES
 from app.deletion import DELETABLE
 from app.fields import choice, reference, text
@@ -400,6 +402,7 @@ API_ROUTER = Router(
         *DIRECTORY_ROUTES,
         *CAMPAIGN_ROUTES,
         *RULE_ROUTES,
+        *SEARCH_ROUTES,
         api_events,
     ],
     middleware=[CombineIfMatchLines, ApiKeyMiddleware],

@@ -11,7 +11,8 @@ from app.accounts.queries import related_deals, related_tickets
 from app.contacts.tables import Contact
 from app.encryption.columns import decrypt_row
 from app.errors import NotFound
-from app.pagination import Page, PageRequest, contains_pattern
+from app.pagination import Page, PageRequest
+from app.search.matching import contains_any, searchable
 
 FULL_NAME = "(c.first_name || ' ' || c.last_name)"
 CONTACT_ORDER = "lower(c.last_name), lower(c.first_name), c.id"
@@ -45,16 +46,25 @@ class ContactPage:
     tickets: Page[dict[str, Any]]
 
 
-def search_condition(search: str, args: list[object]) -> str:
+def search_condition(search: str, args: list[object], access: Access = SYSTEM) -> str:
     """Return the WHERE condition for a search of name or email, adding its args.
 
     The name searched is "first last", so a search for a full name matches.
+    Fields hidden from ``access`` are not searched. Phone numbers are
+    encrypted, so no search matches them.
     """
     if not search:
         return "TRUE"
-    pattern = contains_pattern(search)
-    args.extend([pattern, pattern])
-    return f"({FULL_NAME} ILIKE {{}} OR c.email ILIKE {{}})"
+    names = searchable(
+        access,
+        "contact",
+        Contact,
+        {"first_name": "c.first_name", "last_name": "c.last_name"},
+    )
+    if len(names) == 2:
+        names = [FULL_NAME]
+    email = searchable(access, "contact", Contact, {"email": "c.email"})
+    return contains_any([*names, *email], search, args)
 
 
 async def search_contacts(
@@ -66,7 +76,7 @@ async def search_contacts(
     An empty ``search`` lists every such contact.
     """
     args: list[object] = []
-    where = search_condition(search, args)
+    where = search_condition(search, args, access)
     where += " AND " + scope_sql(access, "contact", "c", args)
     counted = await Contact.raw(
         f"SELECT count(*) AS n FROM contact c WHERE {where}", *args

@@ -16,6 +16,8 @@ from app.auth.service import CurrentUser
 from app.boards import BoardFilter, Cursor
 from app.comments.pages import comment_context, post_comment
 from app.deals import queries
+from app.deals.list_page import deal_list_page
+from app.deals.listing import DealListFilter
 from app.deals.service import (
     EDITABLE,
     REQUIRABLE,
@@ -145,6 +147,37 @@ class PipelineController(Controller):
 
 class DealController(Controller):
     path = "/deals"
+
+    @get("/", opt=permission("deal", "read"))
+    async def deal_list(
+        self,
+        request: UserRequest,
+        q: FromQuery[str | None] = None,
+        pipeline: FromQuery[str | None] = None,
+        stage: FromQuery[str | None] = None,
+        person: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
+        close_from: FromQuery[str | None] = None,
+        close_to: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
+        sort: FromQuery[str | None] = None,
+        page: FromQuery[str | None] = None,
+        size: FromQuery[str | None] = None,
+    ) -> Template:
+        """List deals (``app.deals.list_page``). ``person`` is the owner,
+        ``status`` open, won or lost, and ``sort`` a column, descending after -."""
+        deal_filter = DealListFilter.parse(
+            parse_search(q),
+            pipeline,
+            stage,
+            person,
+            team,
+            close_from,
+            close_to,
+            status,
+            sort,
+        )
+        return await deal_list_page(request.user.access, deal_filter, page, size)
 
     @get("/{deal_id:int}", opt=permission("deal", "read"))
     async def deal_page(self, request: UserRequest, deal_id: RecordId) -> Template:

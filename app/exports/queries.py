@@ -20,6 +20,7 @@ from app.accounts.queries import search_condition as account_search
 from app.boards import BoardFilter
 from app.contacts.queries import search_condition as contact_search
 from app.contacts.tables import Contact
+from app.deals.listing import DealListFilter
 from app.deals.tables import Deal
 from app.encryption.columns import decrypt_row
 from app.leads.queries import LeadFilter
@@ -217,7 +218,8 @@ KINDS: dict[str, ExportKind] = {
 class ExportFilter:
     """The filters of the page an export was started from.
 
-    ``pipeline_id`` and ``board`` apply to deals (a pipeline board), ``board``
+    ``pipeline_id`` and ``board`` apply to deals (a pipeline board) unless
+    ``deals`` (the deal list's filters, which include them) is set, ``board``
     to tickets, ``search`` to accounts and contacts, ``leads`` to the lead
     list. The lead board and the campaign list have no filters.
     """
@@ -226,9 +228,12 @@ class ExportFilter:
     pipeline_id: int | None = None
     search: str = ""
     leads: LeadFilter = field(default_factory=LeadFilter)
+    deals: DealListFilter | None = None
 
     def as_details(self) -> dict[str, Any]:
         """Return the filters as the audit log records them, leaving out unset ones."""
+        if self.deals is not None:
+            return self.deals.as_details()
         details = {
             "pipeline": self.pipeline_id,
             "person": self.board.person_id,
@@ -258,7 +263,9 @@ def where_sql(
     where = "TRUE"
     if export == "lead":
         # LeadFilter's conditions name the lead table "l", as this export does.
-        where += " AND " + export_filter.leads.conditions(args)
+        where += " AND " + export_filter.leads.conditions(args, access)
+    elif object_type == "deal" and export_filter.deals is not None:
+        where += export_filter.deals.conditions(args, access)
     elif object_type == "deal":
         if export_filter.pipeline_id is not None:
             args.append(export_filter.pipeline_id)
@@ -267,9 +274,9 @@ def where_sql(
     elif object_type == "ticket":
         where += export_filter.board.sql(f"{alias}.assignee", f"{alias}.team", args)
     elif object_type == "account":
-        where += " AND " + account_search(export_filter.search, args)
+        where += " AND " + account_search(export_filter.search, args, access)
     elif object_type == "contact":
-        where += " AND " + contact_search(export_filter.search, args)
+        where += " AND " + contact_search(export_filter.search, args, access)
     return where + " AND " + scope_sql(access, object_type, alias, args)
 
 

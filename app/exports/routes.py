@@ -21,6 +21,7 @@ from app.access.guards import permission
 from app.audit.service import record_export
 from app.auth.service import CurrentUser
 from app.boards import BoardFilter
+from app.deals.listing import DealListFilter
 from app.exports.csvtext import BYTE_ORDER_MARK, content_disposition, encode_rows
 from app.exports.queries import (
     CHUNK_ROWS,
@@ -30,7 +31,6 @@ from app.exports.queries import (
     export_chunks,
     visible_columns,
 )
-from app.fields import reference
 from app.leads.queries import LeadFilter
 from app.pagination import parse_search
 
@@ -58,12 +58,25 @@ class ExportController(Controller):
         pipeline: FromQuery[str | None] = None,
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
+        q: FromQuery[str | None] = None,
+        stage: FromQuery[str | None] = None,
+        close_from: FromQuery[str | None] = None,
+        close_to: FromQuery[str | None] = None,
+        status: FromQuery[str | None] = None,
     ) -> Stream:
-        export_filter = ExportFilter(
-            board=BoardFilter.parse(person, team),
-            pipeline_id=reference("pipeline", pipeline),
+        """Export the deals of a pipeline board or of the deal list's filters."""
+        deal_filter = DealListFilter.parse(
+            parse_search(q),
+            pipeline,
+            stage,
+            person,
+            team,
+            close_from,
+            close_to,
+            status,
         )
-        return await export_response(request, "deal", export_filter)
+        deal_filter.check_visible(request.user.access)
+        return await export_response(request, "deal", ExportFilter(deals=deal_filter))
 
     @get("/tickets.csv", opt=permission("ticket", "read"))
     async def tickets(

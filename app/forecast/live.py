@@ -1,12 +1,11 @@
 """Live updates of the forecast page, which follows the pipeline streams.
 
 The forecast page subscribes to each pipeline's stream with ``view=forecast``
-on its socket, which puts ``FORECAST_KEY`` where a board's filter would be
-in the subscription's variant. ``with_forecast`` wraps the board's renderer
-so those variants get a small fragment instead of board cards. The fragment
-makes the page fetch its totals again (``GET /forecast/totals`` with the
-page's own filter form), so the figures are always computed by the same
-request handler, under the viewer's access, as the page itself.
+on its socket (``FORECAST``, see ``app.web.stream_views``), so its variants
+get a small fragment instead of board cards. The fragment makes the page
+fetch its totals again (``GET /forecast/totals`` with the page's own filter
+form), so the figures are always computed by the same request handler,
+under the viewer's access, as the page itself.
 """
 
 from __future__ import annotations
@@ -14,23 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from app.access.scopes import permits_record
-from app.access.views import SEPARATOR, split_variant
+from app.access.views import split_variant
 from app.deals.live import before_change, load_deal
+from app.web.stream_views import StreamView
 from app.web.templating import render
-from realtime.hub import Renderer, Snapshot
 from realtime.messages import Event
-
-FORECAST_VIEW = "forecast"
-FORECAST_KEY = "view=forecast"
-
-
-def forecast_variant(variant: str) -> str:
-    """Return the forecast page's variant of a pipeline subscription's ``variant``."""
-    return FORECAST_KEY + SEPARATOR + variant.partition(SEPARATOR)[2]
-
-
-def is_forecast(variant: str) -> bool:
-    return variant.partition(SEPARATOR)[0] == FORECAST_KEY
 
 
 def refresh_fragment() -> str:
@@ -57,22 +44,9 @@ async def render_forecast(
     return fragments
 
 
-def with_forecast(renderer: Renderer, snapshot: Snapshot) -> tuple[Renderer, Snapshot]:
-    """Wrap a pipeline renderer and snapshot so forecast variants get their own."""
+async def snapshot_forecast(topic: str, variant: str) -> str:
+    return refresh_fragment()
 
-    async def render_both(
-        event: Event, topic: str, variants: set[str], cache: dict[str, Any]
-    ) -> dict[str, str]:
-        forecast = {variant for variant in variants if is_forecast(variant)}
-        boards = variants - forecast
-        fragments = await renderer(event, topic, boards, cache) if boards else {}
-        if forecast:
-            fragments.update(await render_forecast(event, topic, forecast, cache))
-        return fragments
 
-    async def snapshot_both(topic: str, variant: str) -> str:
-        if is_forecast(variant):
-            return refresh_fragment()
-        return await snapshot(topic, variant)
-
-    return render_both, snapshot_both
+FORECAST = StreamView("forecast", render_forecast, snapshot_forecast)
+FORECAST_KEY = FORECAST.key

@@ -15,7 +15,8 @@ from app.boards import PAGE_SIZE, Cursor
 from app.encryption.columns import encrypted_columns
 from app.errors import FieldError, NotFound
 from app.leads.tables import STATUSES, Lead
-from app.pagination import Page, PageRequest, contains_pattern
+from app.pagination import Page, PageRequest
+from app.search.matching import contains_any, searchable
 
 LEAD_SQL = f"""
     SELECT l.id, l.name, l.email, l.company, l.source, l.status, l.owner,
@@ -96,17 +97,10 @@ class LeadFilter:
         """False while the company is encrypted, since ciphertext never matches."""
         return "company" not in encrypted_columns(Lead)
 
-    def conditions(self, args: list[object]) -> str:
+    def conditions(self, args: list[object], access: Access = SYSTEM) -> str:
         parts = ["TRUE"]
         if self.search:
-            pattern = contains_pattern(self.search)
-            searched = ["l.name", "l.email"]
-            if self.searches_company:
-                searched.append("l.company")
-            args.extend([pattern] * len(searched))
-            parts.append(
-                "(" + " OR ".join(f"{name} ILIKE {{}}" for name in searched) + ")"
-            )
+            parts.append(search_condition(self.search, args, access))
         if self.status:
             args.append(self.status)
             parts.append("l.status = {}")
@@ -117,6 +111,19 @@ class LeadFilter:
             args.append(self.owner)
             parts.append("l.owner = {}")
         return " AND ".join(parts)
+
+
+def search_condition(search: str, args: list[object], access: Access = SYSTEM) -> str:
+    """Return the condition that a lead's name, email or company contains
+    ``search``, leaving out the fields hidden from ``access`` and the company
+    while it is encrypted."""
+    columns = searchable(
+        access,
+        "lead",
+        Lead,
+        {"name": "l.name", "email": "l.email", "company": "l.company"},
+    )
+    return contains_any(columns, search, args)
 
 
 def decode_lead(row: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +146,7 @@ async def search_leads(
 ) -> Page[dict[str, Any]]:
     """List the leads ``access`` may read that pass the filter."""
     args: list[object] = []
-    where = lead_filter.conditions(args)
+    where = lead_filter.conditions(args, access)
     where += " AND " + scope_sql(access, "lead", "l", args)
     counted = await Lead.raw(f"SELECT count(*) AS n FROM lead l WHERE {where}", *args)
     total = counted[0]["n"]

@@ -153,6 +153,34 @@
     if (select) select.focus();
   });
 
+  // The top bar's search box: Escape and a click elsewhere close its
+  // dropdown of first hits, and the arrow keys move through the hits.
+  document.addEventListener("keydown", function (event) {
+    const box = event.target.closest ? event.target.closest(".top-search") : null;
+    if (!box) return;
+    const hits = box.querySelector(".top-search-hits");
+    const input = box.querySelector("input[name=q]");
+    if (event.key === "Escape" && hits.firstElementChild) {
+      event.preventDefault();
+      hits.replaceChildren();
+      input.focus();
+      return;
+    }
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    const links = Array.from(hits.querySelectorAll("a"));
+    if (!links.length) return;
+    event.preventDefault();
+    const step = event.key === "ArrowDown" ? 1 : -1;
+    const next = links.indexOf(document.activeElement) + step;
+    if (next < 0) input.focus();
+    else links[Math.min(next, links.length - 1)].focus();
+  });
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll(".top-search").forEach(function (box) {
+      if (!box.contains(event.target)) box.querySelector(".top-search-hits").replaceChildren();
+    });
+  });
+
   htmx.onLoad(function (root) {
     const scope = root.querySelectorAll ? root : document;
     if (scope.matches && scope.matches("[data-board]")) initBoard(scope);

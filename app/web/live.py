@@ -44,6 +44,7 @@ from app.events.service import (
     set_bus,
     stream_positions,
 )
+from app.web.stream_views import StreamView, with_views
 from realtime.bus import Bus, consume
 from realtime.hub import (
     ACCESS_CHANGED,
@@ -116,7 +117,6 @@ async def live_socket(
     view: FromQuery[str | None] = None,
     shows_presence: Annotated[bool, QueryParameter(name="presence")] = True,
 ) -> None:
-    from app.forecast.live import FORECAST_VIEW, forecast_variant
     from app.web.topics import resolve_topic
 
     user = socket.user
@@ -139,10 +139,12 @@ async def live_socket(
     try:
         board = BoardFilter.parse(person, team)
         variants = [(name, await resolve_topic(name, user, board)) for name in topic]
-        if view == FORECAST_VIEW:
-            # The forecast page follows pipeline streams for their totals.
+        page_view = {view.name: view for view in pipeline_views()}.get(view or "")
+        if page_view is not None:
+            # The forecast page and the deal list follow the pipeline streams
+            # with fragments of their own.
             variants = [
-                (name, forecast_variant(value) if name[:9] == "pipeline:" else value)
+                (name, page_view.variant(value) if name[:9] == "pipeline:" else value)
                 for name, value in variants
             ]
     except (FieldError, NotFound) as error:
@@ -176,6 +178,14 @@ async def live_socket(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer, timeout=1)
         writer.cancel()
+
+
+def pipeline_views() -> list[StreamView]:
+    """Return the pages' own views of the pipeline streams."""
+    from app.deals.list_live import DEAL_LIST
+    from app.forecast.live import FORECAST
+
+    return [FORECAST, DEAL_LIST]
 
 
 async def serve_client(
@@ -345,7 +355,6 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
         snapshot_deal_page,
         snapshot_pipeline,
     )
-    from app.forecast.live import with_forecast
     from app.imports.live import render_import, snapshot_import
     from app.leads.live import (
         render_lead_board,
@@ -370,7 +379,9 @@ async def realtime_lifespan(app: Litestar) -> AsyncIterator[None]:
     settings = app.state.settings
     bus = Bus(app.state.redis, settings.redis_prefix)
     hub = Hub()
-    hub.register("pipeline", *with_forecast(render_pipeline, snapshot_pipeline))
+    hub.register(
+        "pipeline", *with_views(render_pipeline, snapshot_pipeline, pipeline_views())
+    )
     hub.register("deal", render_deal_page, snapshot_deal_page)
     hub.register("tickets", render_ticket_board, snapshot_ticket_board)
     hub.register("ticket", render_ticket_page, snapshot_ticket_page)

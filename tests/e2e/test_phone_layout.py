@@ -13,6 +13,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 PHONE = {"width": 390, "height": 844}
 PAGES = [
     "/forecast",
+    "/deals",
+    "/search?q=a",
     "/tickets",
     "/accounts",
     "/contacts",

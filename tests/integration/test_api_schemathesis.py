@@ -46,7 +46,7 @@ EXAMPLES = 10
 # The inbound endpoint's size limit in this test, in bytes.
 MAX_MESSAGE_BYTES = 4096
 # Every operation of the document runs, so that none is skipped unnoticed.
-OPERATIONS = 65
+OPERATIONS = 66
 
 # The inbound endpoint reads raw RFC 5322 messages as bytes.
 schemathesis.serializer.alias("message/rfc822", "application/octet-stream")
@@ -522,6 +522,18 @@ def email_message(message_id: str) -> bytes:
     ).encode()
 
 
+async def drive_search(driver: Driver, scopes: list[str]) -> None:
+    """Search every type the key reads, then a type that a key's scopes miss."""
+    await driver.ok(200, "GET", "/api/v1/search", params={"q": "Acme", "limit": "1"})
+    await driver.ok(
+        403,
+        "GET",
+        "/api/v1/search",
+        params={"q": "Acme", "type": "deal"},
+        token=scopes[0],
+    )
+
+
 async def drive_inbound(driver: Driver) -> None:
     path = "/api/v1/inbound/email"
     message = email_message(unique("msg").replace(" ", "-"))
@@ -638,6 +650,7 @@ async def test_explicit_cases_produce_statuses(
         await drive_campaigns(driver)
         await drive_rules(driver)
         await drive_inbound(driver)
+        await drive_search(driver, scopes)
         await drive_problems(driver, documented, scopes)
     await drive_rate_limit(documented, produced)
 

@@ -45,7 +45,12 @@ ADDED_COLUMNS = [
     ("deal", "forecast_category"),
     ("deal", "win_probability"),
 ]
-ADDED_INDEXES = ["lead_open_email_idx", "workflow_timer_fired_idx"]
+ADDED_INDEXES = [
+    "lead_open_email_idx",
+    "workflow_timer_fired_idx",
+    "deal_name_trgm_idx",
+    "deal_updated_idx",
+]
 
 SCHEMA_QUERIES = {
     "columns": """

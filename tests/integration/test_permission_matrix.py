@@ -1146,9 +1146,11 @@ class ApiRecipe:
 # Routes whose rights depend on more than a record's owner and team. Comments
 # follow their parent record and their author, and only administrators change
 # pipelines. Users' emails show to admins and to the user, campaigns and
-# workflow rules belong to no owner, and the event socket filters each event.
-# test_api_directory_comment_and_campaign_routes and
-# test_api_event_socket_follows_role_grants request them.
+# workflow rules belong to no owner, the event socket filters each event, and
+# the search filters each record type.
+# test_api_directory_comment_and_campaign_routes,
+# test_api_event_socket_follows_role_grants and
+# test_search_and_deal_list_follow_role_grants request them.
 SEPARATE_CHECKS = (
     "comments",
     "tasks",
@@ -1157,6 +1159,7 @@ SEPARATE_CHECKS = (
     "campaigns",
     "rules",
     "events",
+    "search",
 )
 
 
@@ -1219,6 +1222,7 @@ def api_recipes() -> dict[tuple[str, str], ApiRecipe]:
             ("GET", "/api/v1/teams/{record_id:int}"),
         ],
         "events": [("WS", "/api/v1/events")],
+        "search": [("GET", "/api/v1/search")],
         "campaigns": [
             ("GET", "/api/v1/campaigns"),
             ("POST", "/api/v1/campaigns"),
@@ -2064,3 +2068,70 @@ async def test_api_event_socket_follows_role_grants(world: World) -> None:
             key = (change.kind, getattr(change.records, change.kind))
             if key in unreadable:
                 assert change.word not in text, f"{where} showed {key}"
+
+
+SEARCH_PAGES = ("/search", "/search/suggest")
+
+
+async def test_search_and_deal_list_follow_role_grants(
+    world: World, api: httpx.AsyncClient
+) -> None:
+    """Search each record's marker on the search page, in the top bar's
+    dropdown and through the API, and each deal's on the deal list: a role
+    finds exactly the records it may read, without hidden fields."""
+    checked = 0
+    for viewer in world.viewers.values():
+        unreadable = await unreadable_markers(viewer)
+        for relation in RELATIONS:
+            records = viewer.records[relation]
+            for kind, load in RECORD_LOADERS.items():
+                record_id = getattr(records, kind)
+                marker = records.markers[kind]
+                readable = permits_record(
+                    viewer.access, kind, "read", await load(record_id)
+                )
+                where = f"{kind} of {relation} as {viewer.role}"
+                link = f'href="/{kind}s/{record_id}"'
+                # The pages repeat the search, which is this record's marker.
+                others = {
+                    word: record
+                    for word, record in unreadable.items()
+                    if word != marker
+                }
+                for path in SEARCH_PAGES:
+                    response = await viewer.session.get(path, params={"q": marker})
+                    assert response.status_code == 200, f"{path} {where}"
+                    assert (link in response.text) == readable, f"{path} {where}"
+                    assert_no_hidden_amount(viewer, response.text, f"{path} {where}")
+                    assert_no_unreadable(others, response.text, f"{path} {where}")
+
+                response = await api.get(
+                    "/api/v1/search", params={"q": marker}, headers=bearer(viewer)
+                )
+                assert response.status_code == 200, f"API search {where}"
+                hits = response.json()["data"]
+                found = [(hit["type"], hit["id"]) for hit in hits]
+                assert ((kind, record_id) in found) == readable, f"API search {where}"
+                assert_no_hidden_amount(viewer, response.text, f"API search {where}")
+                assert_no_unreadable(others, response.text, f"API search {where}")
+                if not viewer.access.can_see("deal", "amount"):
+                    for hit in hits:
+                        assert "amount" not in hit["record"], f"API search {where}"
+                checked += 1
+
+            response = await viewer.session.get(
+                "/deals", params={"q": records.markers["deal"]}
+            )
+            deal = await get_deal(records.deal)
+            readable = permits_record(viewer.access, "deal", "read", deal)
+            where = f"/deals of {relation} as {viewer.role}"
+            assert response.status_code == 200, where
+            assert (f'id="deal-row-{records.deal}"' in response.text) == readable, where
+            assert_no_hidden_amount(viewer, response.text, where)
+            marker = records.markers["deal"]
+            others = {
+                word: record for word, record in unreadable.items() if word != marker
+            }
+            assert_no_unreadable(others, response.text, where)
+
+    assert checked == len(world.viewers) * len(RELATIONS) * len(RECORD_LOADERS)

@@ -1,0 +1,338 @@
+"""The deal list: filters, orders, scopes, hidden amounts, its export link and
+its live rows."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from app.access.permissions import SYSTEM
+from app.access.tables import Role
+from app.deals.listing import DealListFilter, list_deals
+from app.deals.tables import Deal
+from app.errors import FieldError
+from app.pagination import PageRequest
+from tests.browserless import Session
+from tests.factories import (
+    HIDDEN_AMOUNT,
+    make_account,
+    make_deal,
+    make_pipeline,
+    make_team,
+    make_user,
+    shows_hidden_amount,
+)
+from tests.live_frames import next_event
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session")]
+
+HTML = {"accept": "text/html"}
+# Stages of the pipeline that tests.factories.make_pipeline creates.
+PROSPECTING, ENGAGING, WON, LOST = range(4)
+DAY = dt.date(2031, 3, 1)
+
+
+def tag() -> str:
+    return f"dl{uuid.uuid4().hex[:10]}"
+
+
+async def listed(deal_filter: DealListFilter, access: Any = SYSTEM) -> list[int]:
+    page = await list_deals(deal_filter, PageRequest(size=200), access)
+    return [row["id"] for row in page.rows]
+
+
+def row_ids(html: str) -> list[int]:
+    return [int(found) for found in re.findall(r'id="deal-row-(\d+)"', html)]
+
+
+async def signed_in(server: Any, email: str) -> Session:
+    session = Session(server.url)
+    await session.sign_in(email)
+    return session
+
+
+async def test_deal_list_filters() -> None:
+    word = tag()
+    team, other_team = await make_team(), await make_team()
+    owner = await make_user("sales_rep", team=team)
+    pipeline = await make_pipeline()
+    other_pipeline = await make_pipeline()
+    early = await make_deal(
+        pipeline,
+        PROSPECTING,
+        name=f"Early {word}",
+        owner=owner.id,
+        team=team,
+        close_date=DAY,
+    )
+    won = await make_deal(
+        pipeline,
+        WON,
+        name=f"Won {word}",
+        team=other_team,
+        close_date=DAY.replace(day=20),
+    )
+    lost = await make_deal(pipeline, LOST, name=f"Lost {word}", close_date=None)
+    elsewhere = await make_deal(other_pipeline, ENGAGING, name=f"Elsewhere {word}")
+
+    def parse(**params: str) -> DealListFilter:
+        return DealListFilter.parse(word, **params)
+
+    assert sorted(await listed(parse())) == sorted([early, won, lost, elsewhere])
+    assert sorted(await listed(parse(pipeline=str(pipeline["id"])))) == sorted(
+        [early, won, lost]
+    )
+    assert await listed(parse(stage=str(pipeline["stages"][WON]))) == [won]
+    assert sorted(await listed(parse(status="open"))) == sorted([early, elsewhere])
+    assert await listed(parse(status="won")) == [won]
+    assert await listed(parse(status="lost")) == [lost]
+    assert await listed(parse(person=str(owner.id))) == [early]
+    assert await listed(parse(team=str(other_team))) == [won]
+    assert await listed(parse(close_from="2031-03-02")) == [won]
+    assert await listed(parse(close_to="2031-03-01")) == [early]
+    assert sorted(
+        await listed(parse(close_from="2031-03-01", close_to="2031-03-31"))
+    ) == sorted([early, won])
+    assert await listed(DealListFilter.parse(f"won {word}")) == [won]
+
+
+async def test_deal_list_sorts_empty_last() -> None:
+    word = tag()
+    pipeline = await make_pipeline()
+    small = await make_deal(
+        pipeline, name=f"b {word}", amount="10", close_date=DAY.replace(day=3)
+    )
+    large = await make_deal(
+        pipeline, name=f"C {word}", amount="900", close_date=DAY.replace(day=2)
+    )
+    empty = await make_deal(pipeline, name=f"a {word}", close_date=None)
+    await Deal.update({Deal.amount: None}).where(Deal.id == empty)
+
+    def order(sort: str) -> DealListFilter:
+        return DealListFilter.parse(word, sort=sort)
+
+    assert await listed(order("name")) == [empty, small, large]
+    assert await listed(order("-name")) == [large, small, empty]
+    assert await listed(order("amount")) == [small, large, empty]
+    assert await listed(order("-amount")) == [large, small, empty]
+    assert await listed(order("close_date")) == [large, small, empty]
+    assert await listed(order("-close_date")) == [small, large, empty]
+    assert await listed(order("-updated")) == [empty, large, small]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"status": "closed"}, "status"),
+        ({"sort": "owner"}, "sort"),
+        ({"close_from": "March"}, "close_from"),
+        ({"close_from": "2031-03-02", "close_to": "2031-03-01"}, "close_to"),
+        ({"stage": "0"}, "stage"),
+        ({"person": "abc"}, "person"),
+    ],
+)
+async def test_deal_filter_rejects_invalid_values(
+    params: dict[str, str], field: str
+) -> None:
+    with pytest.raises(FieldError) as raised:
+        DealListFilter.parse("", **params)
+
+    assert raised.value.field == field
+
+
+async def test_deal_list_team_scope(server) -> None:
+    word = tag()
+    team, other_team = await make_team(), await make_team()
+    rep = await make_user("sales_rep", team=team)
+    colleague = await make_user("sales_rep", team=team)
+    outsider = await make_user("sales_rep", team=other_team)
+    pipeline = await make_pipeline()
+    own = await make_deal(pipeline, owner=rep.id, team=team, name=f"Own {word}")
+    shared = await make_deal(
+        pipeline, owner=colleague.id, team=team, name=f"Team {word}"
+    )
+    other = await make_deal(
+        pipeline, owner=outsider.id, team=other_team, name=f"Other {word}"
+    )
+    session = await signed_in(server, rep.email)
+
+    page = await session.get("/deals", params={"q": word}, headers=HTML)
+    by_team = await session.get(
+        "/deals", params={"q": word, "team": str(other_team)}, headers=HTML
+    )
+
+    assert page.status_code == 200
+    assert sorted(row_ids(page.text)) == sorted([own, shared])
+    assert f"/deals/{other}" not in page.text
+    assert 'role="status">2 deals' in page.text
+    assert row_ids(by_team.text) == []
+    await session.close()
+
+
+async def test_agent_deal_list_hides_amounts(server) -> None:
+    word = tag()
+    agent = await make_user("support_agent", team=await make_team())
+    manager = await make_user("sales_manager", team=await make_team())
+    pipeline = await make_pipeline()
+    deal = await make_deal(pipeline, amount=HIDDEN_AMOUNT, name=f"Hidden {word}")
+    agent_session = await signed_in(server, agent.email)
+    manager_session = await signed_in(server, manager.email)
+
+    agent_page = await agent_session.get("/deals", params={"q": word}, headers=HTML)
+    by_amount = await agent_session.get(
+        "/deals", params={"q": word, "sort": "-amount"}, headers=HTML
+    )
+    manager_page = await manager_session.get("/deals", params={"q": word}, headers=HTML)
+
+    assert agent_page.status_code == 200
+    assert row_ids(agent_page.text) == [deal]
+    assert not shows_hidden_amount(agent_page.text)
+    assert 'class="amount"' not in agent_page.text
+    assert "sort=amount" not in agent_page.text
+    assert by_amount.status_code == 400
+    assert "Sort" in by_amount.text
+    assert manager_page.status_code == 200
+    assert shows_hidden_amount(manager_page.text)
+    assert "sort=amount" in manager_page.text
+    await agent_session.close()
+    await manager_session.close()
+
+
+async def test_deal_list_links_and_pages(server) -> None:
+    word = tag()
+    admin = await make_user("admin")
+    team = await make_team()
+    pipeline = await make_pipeline()
+    account = await make_account(name=f"Account {word}")
+    deals = [
+        await make_deal(pipeline, name=f"Deal {word} {n}", team=team, account=account)
+        for n in range(3)
+    ]
+    await make_deal(pipeline, name=f"Deal {word} elsewhere")
+    session = await signed_in(server, admin.email)
+    params = {
+        "q": word,
+        "pipeline": str(pipeline["id"]),
+        "team": str(team),
+        "sort": "name",
+        "size": "2",
+    }
+
+    first = await session.get("/deals", params=params, headers=HTML)
+    second = await session.get("/deals", params={**params, "page": "2"}, headers=HTML)
+    board = await session.get(
+        f"/pipelines/{pipeline['id']}", params={"team": str(team)}, headers=HTML
+    )
+    export_link = re.search(r'href="(/exports/deals\.csv[^"]*)"', first.text)
+    assert export_link is not None
+    exported = await session.get(export_link.group(1).replace("&amp;", "&"))
+
+    assert row_ids(first.text) == deals[:2]
+    assert row_ids(second.text) == deals[2:]
+    assert 'rel="next"' in first.text
+    assert f'href="/pipelines/{pipeline["id"]}?team={team}"' in first.text
+    assert f'href="/deals?pipeline={pipeline["id"]}&amp;team={team}"' in board.text
+    assert exported.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(exported.text.lstrip("\ufeff"))))
+    assert sorted(int(row["id"]) for row in rows) == sorted(deals)
+    await session.close()
+
+
+async def test_hidden_field_filters_rejected(server) -> None:
+    role = Role(
+        name=f"dates_hidden_{uuid.uuid4().hex[:8]}",
+        label="Dates hidden",
+        permissions={"deal": {"read": "all"}},
+        field_rules={"deal": {"close_date": "hidden"}},
+    )
+    await role.save()
+    user = await make_user(role.name)
+    session = await signed_in(server, user.email)
+
+    plain = await session.get("/deals", headers=HTML)
+    by_date = await session.get(
+        "/deals", params={"close_from": "2031-01-01"}, headers=HTML
+    )
+    by_order = await session.get("/deals", params={"sort": "close_date"}, headers=HTML)
+    exported = await session.get(
+        "/exports/deals.csv", params={"close_to": "2031-01-01"}
+    )
+
+    assert plain.status_code == 200
+    assert 'name="close_from"' not in plain.text
+    assert by_date.status_code == 400
+    assert "Close from" in by_date.text
+    assert by_order.status_code == 400
+    assert exported.status_code == 400
+    await session.close()
+
+
+async def next_row_frame(socket: Any, deal_id: int) -> str:
+    """Return the next frame that is about the deal's row."""
+    async with asyncio.timeout(10):
+        while True:
+            frame = await next_event(socket, 10)
+            if f"deal-row-{deal_id}" in frame:
+                return frame
+
+
+async def test_deal_list_rows_update_live(server) -> None:
+    word = tag()
+    team, other_team = await make_team(), await make_team()
+    # The rep reads the deal through its team only, which the second edit
+    # changes; the agent reads every deal.
+    rep = await make_user("sales_rep", team=team)
+    agent = await make_user("support_agent", team=team)
+    admin = await make_user("admin")
+    pipeline = await make_pipeline()
+    deal = await make_deal(
+        pipeline, owner=admin.id, team=team, amount=HIDDEN_AMOUNT, name=f"Live {word}"
+    )
+    viewers = {
+        "rep": await signed_in(server, rep.email),
+        "agent": await signed_in(server, agent.email),
+    }
+    editor = await signed_in(server, admin.email)
+    topic = f"resume=1&topic=pipeline:{pipeline['id']}&view=deal-list&presence=false"
+    sockets = {name: await session.live(topic) for name, session in viewers.items()}
+    for socket in sockets.values():
+        await socket.send('{"type": "resume", "streams": {}}')
+        async with asyncio.timeout(10):
+            while not str(await socket.recv()).startswith("#ready"):
+                pass
+
+    renamed = f"Renamed {word}"
+    response = await editor.post(
+        f"/deals/{deal}", {"name": renamed, "base_name": f"Live {word}"}
+    )
+    assert response.status_code == 200
+    rep_frame = await next_row_frame(sockets["rep"], deal)
+    agent_frame = await next_row_frame(sockets["agent"], deal)
+    response = await editor.post(
+        f"/deals/{deal}", {"team": str(other_team), "base_team": str(team)}
+    )
+    assert response.status_code == 200
+    removed = await next_row_frame(sockets["rep"], deal)
+    still_shown = await next_row_frame(sockets["agent"], deal)
+
+    for socket in sockets.values():
+        await socket.close()
+    for session in (*viewers.values(), editor):
+        await session.close()
+    assert f'<tr id="deal-row-{deal}"' in rep_frame
+    assert 'hx-swap-oob="true"' in rep_frame
+    assert renamed in rep_frame
+    assert shows_hidden_amount(rep_frame)
+    assert renamed in agent_frame
+    assert not shows_hidden_amount(agent_frame)
+    assert 'class="amount"' not in agent_frame
+    assert 'hx-swap-oob="delete"' in removed
+    assert renamed not in removed
+    assert 'hx-swap-oob="true"' in still_shown
