@@ -11,6 +11,7 @@ the outbox in the same transaction and delivered by a worker after commit.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 import logging
 from collections.abc import Collection
@@ -109,30 +110,32 @@ def fill(
     )
 
 
-async def scoped_record(context: ActionContext) -> dict[str, Any]:
+async def scoped_record(
+    record_type: RecordType, record: dict[str, Any]
+) -> dict[str, Any]:
     """Return the record with the ``owner_teams`` that scope checks need for
     a type without a team column (app.access.scopes.record_teams)."""
     from app.access.permissions import OBJECT_TYPES
     from app.access.scopes import owner_teams_sql
 
-    kind = OBJECT_TYPES[context.record_type.name]
+    kind = OBJECT_TYPES[record_type.name]
     if kind.team_field is not None or kind.owner_field is None:
-        return context.record
-    table = context.record_type.table._meta.tablename
+        return record
+    table = record_type.table._meta.tablename
     rows = await Comment.raw(
         f"SELECT {owner_teams_sql('r', kind.owner_field)} AS owner_teams "
         f"FROM {table} r WHERE r.id = {{}}",
-        context.record_id,
+        record["id"],
     )
     teams = list(rows[0]["owner_teams"] or ()) if rows else []
-    return {**context.record, "owner_teams": teams}
+    return {**record, "owner_teams": teams}
 
 
 def hidden_from(
-    user: CurrentUser | None, context: ActionContext, record: dict[str, Any]
+    user: CurrentUser | None, record_type: RecordType, record: dict[str, Any]
 ) -> frozenset[str]:
-    """Return the record fields that ``user`` may not read, for the text a
-    rule sends them. ``record`` is the record from ``scoped_record``.
+    """Return the fields of ``record`` that ``user`` may not read, for the
+    text a rule sends them. ``record`` is the record from ``scoped_record``.
 
     These are the fields their roles hide, as pages and the API leave them
     out (app.access.scopes.redact). Every field is hidden when the record is
@@ -142,10 +145,10 @@ def hidden_from(
     """
     from app.access.scopes import comment_permits, permits_record
 
-    readable = context.record_type.readable
+    readable = record_type.readable
     if user is None:
         return frozenset(readable)
-    kind = context.record_type.name
+    kind = record_type.name
     if not permits_record(user.access, kind, "read", record):
         return frozenset(readable)
     hidden = set(user.access.hidden_fields(kind))
@@ -193,13 +196,12 @@ async def hidden_from_stored_text(
     return frozenset(hidden)
 
 
-async def hidden_from_user(
-    user_id: Any, context: ActionContext, record: dict[str, Any]
+async def hidden_from_reader(
+    user: CurrentUser | None, record_type: RecordType, record: dict[str, Any]
 ) -> frozenset[str]:
-    from app.auth.service import load_user
-
-    user = await load_user(int(user_id)) if user_id is not None else None
-    return hidden_from(user, context, record)
+    """Return the fields of ``record``, as loaded, that ``user`` may not read
+    (``hidden_from``)."""
+    return hidden_from(user, record_type, await scoped_record(record_type, record))
 
 
 def merge_into_event(context: ActionContext, applied: dict[str, list[Any]]) -> None:
@@ -360,7 +362,7 @@ async def create_task(action: Action, context: ActionContext) -> str:
                 f"user {assignee} may not edit {kind} {context.record_id}, "
                 "so no task was created for them"
             )
-        hidden |= hidden_from(user, context, await scoped_record(context))
+        hidden |= await hidden_from_reader(user, context.record_type, context.record)
     body = fill(action.body, context, "body", hidden)
     title = " ".join(body.split())[:MAX_TITLE]
     task_id = await create_task_row(
@@ -421,6 +423,8 @@ async def recipients(action: Action) -> list[dict[str, Any]]:
 
 
 async def notify(action: Action, context: ActionContext) -> str:
+    from app.auth.service import load_user
+
     users = await recipients(action)
     if not users:
         raise ActionFailed(
@@ -433,9 +437,10 @@ async def notify(action: Action, context: ActionContext) -> str:
     # Each user reads the text with only the fields they may read, so users
     # whose roles hide the same fields share one rendering and one message.
     readers: dict[frozenset[str], list[dict[str, Any]]] = {}
-    record = await scoped_record(context)
+    record = await scoped_record(context.record_type, context.record)
     for user in users:
-        hidden = await hidden_from_user(user["id"], context, record)
+        reader = await load_user(int(user["id"]))
+        hidden = hidden_from(reader, context.record_type, record)
         readers.setdefault(hidden, []).append(user)
     for hidden, members in readers.items():
         message = fill(action.body, context, "body", hidden)
@@ -458,31 +463,37 @@ async def notify(action: Action, context: ActionContext) -> str:
 async def send_email(action: Action, context: ActionContext) -> str:
     """Queue an email to the action's recipient, with the action's text or a
     reply template rendered for the record as its body."""
+    from app.auth.service import load_user
     from app.email.outbound import tagged_subject
-    from app.workflows.mail import RecipientMissing, recipient_address, template_body
+    from app.workflows.mail import (
+        HiddenFor,
+        RecipientMissing,
+        recipient_address,
+        template_body,
+    )
 
     try:
         address = await recipient_address(action, context.record_type, context.record)
     except RecipientMissing as error:
         raise ActionFailed(str(error)) from None
-    # A user recipient reads only the fields their roles let them read. An
-    # address outside the users (fixed or the requester) gets every field.
+    # The owner reads only the fields their roles let them read, in the
+    # action's text and in a template's values alike. An address outside the
+    # users (fixed or the requester) gets every field.
     hidden: frozenset[str] = frozenset()
+    hidden_for: HiddenFor | None = None
     if action.recipient == "owner":
         owner_id = context.record.get(context.record_type.owner_field or "")
-        record = await scoped_record(context)
-        hidden = await hidden_from_user(owner_id, context, record)
+        owner = await load_user(int(owner_id)) if owner_id is not None else None
+        hidden_for = functools.partial(hidden_from_reader, owner)
+        hidden = await hidden_for(context.record_type, context.record)
     subject = fill(action.subject, context, "subject", hidden, header=True)
     if context.record_type.name == "ticket":
         # Mail sent by a rule is not stored as one of the ticket's messages,
         # so the tag is what threads the customer's reply onto the ticket.
         subject = tagged_subject(context.record_id, subject)
     if action.template_id is not None:
-        # NOTE: a reply template is rendered with the values an agent's reply
-        # gets (the ticket's subject, status and priority, the contact and
-        # account), whatever fields the owner's roles hide.
         body = await template_body(
-            action.template_id, context.record_type, context.record
+            action.template_id, context.record_type, context.record, hidden_for
         )
     else:
         body = fill(action.body, context, "body", hidden)

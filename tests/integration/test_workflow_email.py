@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from app.access.tables import Role
 from app.accounts.tables import Account
 from app.contacts.service import create_contact
-from app.deals.service import update_deal
+from app.deals.service import create_deal, update_deal
 from app.email.inbound import receive_message
 from app.email.settings import EmailSettings
 from app.email.templates import save_template
@@ -35,14 +36,19 @@ from app.webhooks.delivery import deliver_next
 from app.webhooks.outbox import MAIL, encode, insert_message
 from app.webhooks.tables import OutboxMessage
 from app.workflows.jobs import close_queue
+from app.workflows.placeholders import HIDDEN
 from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import RuleRun, WorkflowRule
 from tests.factories import (
+    HIDDEN_AMOUNT,
+    contains,
+    make_account,
     make_deal,
     make_pipeline,
     make_team,
     make_ticket,
     make_user,
+    shows_hidden_amount,
     unique,
 )
 from tests.servers import worker_process
@@ -311,6 +317,102 @@ async def test_send_email_template_to_requester_and_assignee(
         result = await receive_message(answer.as_bytes(), settings)
         assert result.outcome == "threaded"
         assert result.ticket_id == ticket_id
+    finally:
+        await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
+
+
+async def test_owner_template_mail_hides_fields(smtp_server: SmtpServer) -> None:
+    marker = uuid.uuid4().hex[:10]
+    # A support agent who may not see contacts' email addresses either.
+    role = Role(
+        name=f"agent_{marker}",
+        label=f"Support agent {marker}",
+        permissions={
+            "deal": {"read": "all"},
+            "contact": {"read": "all"},
+            "account": {"read": "all"},
+        },
+        field_rules={"deal": {"amount": "hidden"}, "contact": {"email": "hidden"}},
+    )
+    await role.save()
+    agent = await make_user(role.name)
+    admin = await make_user("admin")
+    account_name = f"Looms {marker}"
+    account_id = await make_account(name=account_name)
+    contact_email = f"lin-{marker}@example.org"
+    contact_id = await create_contact(
+        {
+            "first_name": "Lin",
+            "last_name": marker,
+            "email": contact_email,
+            "account": str(account_id),
+        },
+        None,
+    )
+    template_id = await save_template(
+        None,
+        unique("Owner template"),
+        "Call {{ contact.name }} <{{ contact.email }}> at {{ account.name }}.",
+        admin.id,
+    )
+    rule_id = await save_rule(
+        None,
+        "deal",
+        f"Owner mail {marker}",
+        {
+            "trigger": {"kind": "created"},
+            "conditions": contains("name", marker),
+            "actions": [
+                {
+                    "kind": "send_email",
+                    "recipient": "owner",
+                    "template_id": template_id,
+                    "subject": "Deal worth {record.amount}",
+                }
+            ],
+        },
+        None,
+    )
+    await set_enabled(rule_id, True, None)
+    pipeline = await make_pipeline()
+    inbox = smtp_server.inbox
+    try:
+        with worker_process({"SMTP_URL": smtp_server.url}):
+            for owner in (agent, admin):
+                await create_deal(
+                    {
+                        "name": f"Deal {marker} for {owner.id}",
+                        "pipeline": str(pipeline["id"]),
+                        "stage": str(pipeline["stages"][0]),
+                        "amount": HIDDEN_AMOUNT,
+                        "owner": str(owner.id),
+                        "contact": str(contact_id),
+                    },
+                    None,
+                )
+
+            # The worker also sends other tests' pending mail, so only the
+            # owners' messages count.
+            async def received() -> bool:
+                return bool(inbox.to(agent.email) and inbox.to(admin.email))
+
+            await wait_for(received, seconds=30)
+            await asyncio.sleep(1)
+
+        to_agent = inbox.to(agent.email)
+        to_admin = inbox.to(admin.email)
+        assert len(to_agent) == 1
+        assert len(to_admin) == 1
+        assert to_agent[0]["Subject"] == f"Deal worth {HIDDEN}"
+        agent_body = to_agent[0].get_content()
+        assert f"Call Lin {marker} <{HIDDEN}> at {account_name}." in agent_body
+        assert contact_email not in agent_body
+        assert not shows_hidden_amount(agent_body)
+        assert shows_hidden_amount(to_admin[0]["Subject"])
+        admin_body = to_admin[0].get_content()
+        assert f"Call Lin {marker} <{contact_email}> at {account_name}." in admin_body
+        runs = await RuleRun.select(RuleRun.outcome).where(RuleRun.rule == rule_id)
+        assert [run["outcome"] for run in runs] == ["done", "done"]
     finally:
         await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
 

@@ -3,9 +3,10 @@
 The support agent role hides deal amounts, as the deal page and the API do,
 so a notification, task or mail a rule writes for such a user shows
 "(hidden)" where the amount would be. A team renders per member. Mail to a
-fixed address still gets every field. Texts a rule stores on the record (a
-note, a copied field value) show no field that a role hides and no
-encrypted field.
+fixed address still gets every field, and so does the requester. A reply
+template mailed to the owner shows "(hidden)" for each value whose field
+the owner may not read. Texts a rule stores on the record (a note, a
+copied field value) show no field that a role hides and no encrypted field.
 """
 
 from __future__ import annotations
@@ -22,13 +23,26 @@ from app.access.tables import Role
 from app.comments.tables import Comment
 from app.contacts.service import create_contact
 from app.deals.service import create_deal
+from app.email.templates import save_template
+from app.merge import Edit
 from app.tasks.tables import Task
+from app.tickets.service import update_ticket
 from app.webhooks.tables import OutboxMessage
 from app.workflows.placeholders import HIDDEN
 from app.workflows.records import RECORD_TYPES, load_record
 from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import WorkflowRule
-from tests.factories import contains, make_pipeline, make_team, make_user, runs_of
+from tests.factories import (
+    contains,
+    make_account,
+    make_contact,
+    make_pipeline,
+    make_team,
+    make_ticket,
+    make_user,
+    runs_of,
+    unique,
+)
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(90)]
 
@@ -253,6 +267,77 @@ async def test_send_email_hides_from_owner_only(
     assert len(to_address) == 1
     assert to_address[0]["subject"] == f"Deal {SHOWN}"
     assert to_address[0]["text"] == f"Amount {SHOWN}"
+
+
+async def test_owner_template_hides_ticket_values(
+    rules: list[int], outbox: list[int]
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    # Reads tickets without their priority, and no accounts at all.
+    role = Role(
+        name=f"no_priority_{marker[:6]}",
+        label="Priority blind",
+        permissions={
+            "ticket": {"read": "all", "edit": "all"},
+            "contact": {"read": "all"},
+        },
+        field_rules={"ticket": {"priority": "hidden"}},
+    )
+    await role.save()
+    agent = await make_user(role.name)
+    account_name = unique("Account")
+    account_id = await make_account(name=account_name)
+    requester_email = f"ada-{marker}@example.org"
+    requester = await make_contact(
+        first_name="Ada", email=requester_email, account=account_id
+    )
+    template_id = await save_template(
+        None,
+        unique("Status template"),
+        "{{ ticket.tag }} {{ ticket.subject }} is {{ ticket.priority }} "
+        "for {{ contact.first_name }} of {{ account.name }}",
+        agent.id,
+    )
+    definition = {
+        "trigger": {"kind": "updated"},
+        "conditions": contains("subject", marker),
+        "actions": [
+            {
+                "kind": "send_email",
+                "recipient": recipient,
+                "template_id": template_id,
+                "subject": "About {record.subject}",
+            }
+            for recipient in ("owner", "requester")
+        ],
+    }
+    rule_id = await save_rule(None, "ticket", f"Template {marker}", definition, None)
+    await set_enabled(rule_id, True, None)
+    rules.append(rule_id)
+    subject = f"Printer {marker}"
+    ticket_id = await make_ticket(
+        "open",
+        subject=subject,
+        requester=requester,
+        account=account_id,
+        assignee=agent.id,
+        priority="urgent",
+    )
+    before = await last_outbox_id()
+
+    await update_ticket(ticket_id, {"status": Edit("open", "pending")}, None)
+
+    to_owner = await mails_to(before, agent.email, outbox)
+    to_requester = await mails_to(before, requester_email, outbox)
+    assert len(to_owner) == 1
+    assert to_owner[0]["text"] == (
+        f"[#T-{ticket_id}] {subject} is {HIDDEN} for Ada of {HIDDEN}"
+    )
+    # The requester is no user, so the reply template shows every value.
+    assert len(to_requester) == 1
+    assert to_requester[0]["text"] == (
+        f"[#T-{ticket_id}] {subject} is urgent for Ada of {account_name}"
+    )
 
 
 async def test_note_hides_fields_roles_hide(rules: list[int]) -> None:
