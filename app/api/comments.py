@@ -49,8 +49,11 @@ from app.web.forms import RecordId
 logger = logging.getLogger(__name__)
 
 PARENT_TYPES = ("deal", "ticket")
+# ``rule_name`` as the timeline shows it (app.comments.service.COMMENT_QUERY).
 COMMENT_COLUMNS = (
-    "id, version, created_at, updated_at, body, internal, author, deal, ticket"
+    "id, version, created_at, updated_at, body, internal, author, deal, ticket, "
+    "rule, coalesce((SELECT r.name FROM workflow_rule r WHERE r.id = c.rule), "
+    "nullif(c.rule_name, '')) AS rule_name"
 )
 TAGS = ["comments"]
 COMMENTS = Listing(
@@ -76,6 +79,13 @@ def present(row: dict[str, Any]) -> dict[str, Any]:
         "body": row["body"],
         "internal": row["internal"],
         "author": row["author"],
+        # The workflow rule that wrote a note, which has no author. Its id
+        # is null once the rule is deleted.
+        "rule": (
+            {"id": row["rule"], "name": row["rule_name"]}
+            if row["rule_name"] is not None
+            else None
+        ),
         "deal": row["deal"],
         "ticket": row["ticket"],
     }
@@ -120,7 +130,7 @@ async def load_comment(
     request: ApiRequest, comment_id: int, action: str
 ) -> dict[str, Any]:
     rows = await Comment.raw(
-        f"SELECT {COMMENT_COLUMNS} FROM comment WHERE id = {{}}", comment_id
+        f"SELECT {COMMENT_COLUMNS} FROM comment c WHERE id = {{}}", comment_id
     )
     if not rows:
         raise NotFound("comment", comment_id)

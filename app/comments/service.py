@@ -19,10 +19,14 @@ PARENTS: dict[str, Any] = {"deal": Deal, "ticket": Ticket}
 MAX_BODY = 20_000
 TIMELINE_PAGE = 50
 
+# ``rule_name`` names the rule that wrote the comment: its current name, or
+# the name it had then if it was deleted since. It is None for other comments.
 COMMENT_QUERY = """
     SELECT c.id, c.body, c.internal, c.created_at, c.deal, c.ticket,
-           u.name AS author_name
+           u.name AS author_name, c.rule,
+           coalesce(r.name, nullif(c.rule_name, '')) AS rule_name
     FROM comment c LEFT JOIN app_user u ON u.id = c.author
+    LEFT JOIN workflow_rule r ON r.id = c.rule
 """
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import Boolean, ForeignKey
+from piccolo.columns import Boolean, ForeignKey, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -11,6 +11,7 @@ from app.db import Tracked
 from app.deals.tables import Deal
 from app.sanitize import RichText
 from app.tickets.tables import Ticket
+from app.workflows.tables import WorkflowRule
 
 
 class Comment(Tracked, Table):
@@ -20,3 +21,9 @@ class Comment(Tracked, Table):
     # Sanitised HTML: see app.sanitize.
     body = RichText()
     internal = Boolean(default=False)
+    # The workflow rule that wrote an internal note (such a note has no
+    # author), and the rule's name then, which shows once the rule is deleted.
+    rule = ForeignKey(
+        WorkflowRule, null=True, default=None, on_delete=OnDelete.set_null
+    )
+    rule_name = Varchar(length=200, default="")

@@ -171,9 +171,10 @@ async def render_deal_page(
     deal_id = int(topic.partition(":")[2])
     if event.kind == "comment.created":
         deal = await load_page_deal(deal_id, cache)
-        comment = await render_new_comment(event, cache)
         return {
-            variant: comment if can_read_comments(variant, deal) else ""
+            variant: await render_new_comment(event, cache, split_variant(variant)[1])
+            if can_read_comments(variant, deal)
+            else ""
             for variant in variants
         }
     if event.record_type == "task":
@@ -264,7 +265,9 @@ async def snapshot_deal_page(topic: str, variant: str) -> str:
     )
     if can_read_comments(variant, deal):
         comments = await timeline("deal", deal_id)
-        text += render("comments/_list.html", comments=comments, oob=True)
+        text += render(
+            "comments/_list.html", comments=comments, access=access, oob=True
+        )
     can_edit = permits_record(access, "deal", "edit", deal)
     tasks = await record_tasks("deal", deal_id)
     text += task_list_html("deal", deal_id, tasks, can_edit)

@@ -131,9 +131,10 @@ async def render_ticket_page(
     ticket_id = int(topic.partition(":")[2])
     if event.kind == "comment.created":
         ticket = await load_page_ticket(ticket_id, cache)
-        comment = await render_new_comment(event, cache)
         return {
-            variant: comment if can_read_comments(variant, ticket) else ""
+            variant: await render_new_comment(event, cache, split_variant(variant)[1])
+            if can_read_comments(variant, ticket)
+            else ""
             for variant in variants
         }
     if event.record_type == "task":
@@ -205,7 +206,9 @@ async def snapshot_ticket_page(topic: str, variant: str) -> str:
     )
     if can_read_comments(variant, ticket):
         comments = await timeline("ticket", ticket_id)
-        text += render("comments/_list.html", comments=comments, oob=True)
+        text += render(
+            "comments/_list.html", comments=comments, access=access, oob=True
+        )
     can_edit = permits_record(access, "ticket", "edit", ticket)
     tasks = await record_tasks("ticket", ticket_id)
     text += task_list_html("ticket", ticket_id, tasks, can_edit)

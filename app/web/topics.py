@@ -51,7 +51,8 @@ async def deal_topic(
     deal = rows[0] if rows else None
     if deal is None or not permits_record(user.access, "deal", "read", deal):
         raise NotFound("deal", record_id)
-    return variant("", user.access, ["deal", "comment"])
+    # "admin": a rule's note links to the rule's page for administrators.
+    return variant("", user.access, ["deal", "comment", "admin"])
 
 
 async def ticket_board_topic(
@@ -69,7 +70,8 @@ async def ticket_topic(
     ticket = rows[0] if rows else None
     if ticket is None or not permits_record(user.access, "ticket", "read", ticket):
         raise NotFound("ticket", record_id)
-    return variant("", user.access, ["ticket", "comment"])
+    # "admin": a rule's note links to the rule's page for administrators.
+    return variant("", user.access, ["ticket", "comment", "admin"])
 
 
 async def account_topic(

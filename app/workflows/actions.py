@@ -307,13 +307,16 @@ async def assign(action: Action, context: ActionContext) -> str:
 
 
 async def add_comment_row(context: ActionContext, body: str) -> int:
-    """Insert an internal comment by no user, inside the open transaction."""
+    """Insert an internal comment by the rule and no user, inside the open
+    transaction."""
     parent = context.record_type.name
     text = clean_rich_text(html.escape(body))
     rows = await Comment.raw(
-        f"INSERT INTO comment (body, author, internal, {parent}) "
-        "VALUES ({}, NULL, true, {}) RETURNING id",
+        f"INSERT INTO comment (body, author, internal, rule, rule_name, {parent}) "
+        "VALUES ({}, NULL, true, {}, {}, {}) RETURNING id",
         text,
+        context.rule_id,
+        context.rule_name,
         context.record_id,
     )
     comment_id = int(rows[0]["id"])
