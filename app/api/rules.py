@@ -7,10 +7,11 @@ for the others. Writes go through ``app.workflows.service``, so they
 validate, save versions, set timers and write audit rows as the pages do.
 
 A rule's ETag is its version, which every save of the name or definition
-raises. PATCH needs ``If-Match: <version>`` (428 without it, 412 when the
-rule moved on) or ``If-Match: *``, and DELETE checks If-Match when sent.
-NOTE: enabling, disabling and reordering keep the version, as on the pages,
-so If-Match does not guard against a concurrent switch of ``enabled``.
+and every switch of ``enabled`` raises, here and on the pages. PATCH needs
+``If-Match: <version>`` (428 without it, 412 when the rule moved on) or
+``If-Match: *``, and DELETE checks If-Match when sent.
+NOTE: reordering on the pages keeps the version, so a rule's ``position``
+can change under an ETag; the API does not change positions.
 
 A create or change that would set timers for existing records, many of
 them due at once, needs ``confirm_timers=true``, as the pages ask for a
@@ -385,9 +386,10 @@ update_route = patch(
     responses=problem_responses(409, 422, 404, 412, 428),
     summary="Change a workflow rule (administrators)",
     description=(
-        "Change the given fields at the version in If-Match. A new ``name`` "
-        "or ``definition`` is saved as a new version; ``enabled`` alone keeps "
-        "the version."
+        "Change the given fields at the version in If-Match (412 at another "
+        "version). A new ``name``, ``definition`` or ``enabled`` is saved as "
+        "one new version, so the ETag goes up by one, and a client that read "
+        "the rule before an enabling or disabling gets 412 too."
     ),
     tags=TAGS,
 )(update_rule)

@@ -245,8 +245,9 @@ class WorkflowController(Controller):
             stale = FieldError(
                 "version",
                 mismatch.expected,
-                f"is no longer current: the rule was saved as version "
-                f"{mismatch.current} meanwhile, so check it and confirm again",
+                f"is no longer current: the rule was saved, enabled or disabled "
+                f"as version {mismatch.current} meanwhile, so check it and "
+                "confirm again",
                 label="Version",
             )
             return await delete_confirmation(rule_id, stale, 409)

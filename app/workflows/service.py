@@ -1,7 +1,8 @@
 """Saving, switching, ordering and reading workflow rules and their runs.
 
 Every save of a rule writes a new immutable version and points the rule at
-it; runs already started keep the version they loaded.
+it; runs already started keep the version they loaded. Enabling or
+disabling a rule writes a new version too, with the same definition.
 """
 
 from __future__ import annotations
@@ -232,30 +233,57 @@ async def check_team(path: str, team_id: int, kind: str) -> None:
         )
 
 
-async def set_enabled(rule_id: int, enabled: bool, actor_id: int | None) -> None:
+async def set_enabled(
+    rule_id: int,
+    enabled: bool,
+    actor_id: int | None,
+    new_version: bool = True,
+) -> None:
+    """Enable or disable a rule.
+
+    A switch saves the current definition again as a new version. The
+    version is the rule's ETag in the API, so a client that read the rule
+    before the switch gets 412 for its next change. ``new_version`` False
+    keeps the version, for a rule whose version was saved in the same
+    transaction, and a switch to the state the rule is in keeps it too.
+    """
     async with change_set(actor_id) as changes:
         rows = await WorkflowRule.raw(
-            "UPDATE workflow_rule AS r SET enabled = {}, updated_at = now() "
+            "UPDATE workflow_rule AS r SET enabled = {}, updated_at = now(), "
+            "current_version = r.current_version + CASE WHEN {} AND "
+            "r.enabled <> {} THEN 1 ELSE 0 END "
             "FROM workflow_rule AS old WHERE r.id = old.id AND r.id = {} "
-            "RETURNING old.enabled AS was_enabled",
+            "RETURNING old.enabled AS was_enabled, "
+            "old.current_version AS old_version, r.current_version",
+            enabled,
+            new_version,
             enabled,
             rule_id,
         )
         if not rows:
             raise NotFound("workflow rule", rule_id)
+        before, version = int(rows[0]["old_version"]), int(rows[0]["current_version"])
+        changed: dict[str, list[Any]] = {"enabled": [rows[0]["was_enabled"], enabled]}
+        if version != before:
+            await WorkflowRule.raw(
+                "INSERT INTO workflow_rule_version "
+                "(rule, version, definition, created_by) "
+                "SELECT rule, {}, definition, {} FROM workflow_rule_version "
+                "WHERE rule = {} AND version = {}",
+                version,
+                actor_id,
+                rule_id,
+                before,
+            )
+            changed["version"] = [before, version]
         await schedule_rule(rule_id)
         await prepare_plan(rule_id, actor_id, changes)
-        changes.add(
-            "workflow_rule.updated",
-            "workflow_rule",
-            rule_id,
-            [],
-            {"enabled": [rows[0]["was_enabled"], enabled]},
-        )
+        changes.add("workflow_rule.updated", "workflow_rule", rule_id, [], changed)
     logger.info(
-        "workflow rule %s rule_id=%s user_id=%s",
+        "workflow rule %s rule_id=%s version=%s user_id=%s",
         "enabled" if enabled else "disabled",
         rule_id,
+        version,
         actor_id,
     )
 
@@ -383,7 +411,7 @@ async def create_rule(
     async with change_set(actor_id):
         rule_id = await save_rule(None, object_type, name, definition, actor_id)
         if enabled:
-            await set_enabled(rule_id, True, actor_id)
+            await set_enabled(rule_id, True, actor_id, new_version=False)
     return rule_id
 
 
@@ -396,13 +424,15 @@ async def update_rule(
     """Change a rule's ``name``, ``definition`` or ``enabled``, all or none.
 
     A new name or definition is saved as a new version (``save_rule``), with
-    the current value of the other one. Raises FieldError, NotFound and
+    the current value of the other one, and so is a switch of ``enabled``.
+    One call saves at most one version. Raises FieldError, NotFound and
     VersionMismatch (when ``expected_version`` is set) before anything is
     stored.
     """
     async with change_set(actor_id):
         current = await lock_rule(rule_id, expected_version)
-        if "name" in changes or "definition" in changes:
+        saved = "name" in changes or "definition" in changes
+        if saved:
             definition = changes.get("definition")
             if "definition" not in changes:
                 definition = json.loads((await get_rule(rule_id))["definition"])
@@ -415,7 +445,7 @@ async def update_rule(
             )
         enabled = changes.get("enabled")
         if enabled is not None and enabled != current["enabled"]:
-            await set_enabled(rule_id, enabled, actor_id)
+            await set_enabled(rule_id, enabled, actor_id, new_version=not saved)
 
 
 async def timers_to_confirm(

@@ -20,6 +20,7 @@ from app.workflows import planning
 from app.workflows.jobs import close_queue
 from app.workflows.service import get_rule, save_rule
 from app.workflows.tables import RuleRun, WorkflowRule, WorkflowRuleVersion
+from tests.browserless import Session
 from tests.factories import contains, make_user
 from tests.integration.test_api import bearer, new_key
 
@@ -73,6 +74,23 @@ async def create(
     if response.status_code == 201:
         rules.append(response.json()["id"])
     return response
+
+
+async def create_tag_rule(
+    api: httpx.AsyncClient, token: str, rules: list[int], name: str, **body: Any
+) -> httpx.Response:
+    """Create a ticket rule named ``name`` that tags tickets whose subject
+    contains the name's last word."""
+    marker = name.split()[-1]
+    return await create(
+        api,
+        token,
+        rules,
+        object_type="ticket",
+        name=name,
+        definition=tag_rule(marker),
+        **body,
+    )
 
 
 async def audit_rows(rule_id: int) -> list[dict[str, Any]]:
@@ -260,11 +278,120 @@ async def test_update_needs_current_version(api, admin_token: str, rules) -> Non
     assert renamed.json()["definition"]["actions"][0]["tag"] == "api"
     assert enabled.status_code == 200
     assert enabled.json()["enabled"] is True
-    assert enabled.headers["etag"] == '"2"'
+    assert enabled.headers["etag"] == '"3"'
     assert star.status_code == 200
-    assert star.headers["etag"] == '"3"'
+    assert star.headers["etag"] == '"4"'
     assert star.json()["definition"]["actions"][0]["tag"] == "other"
     assert star.json()["name"] == f"Renamed {marker}"
+
+
+async def test_enable_needs_current_version(
+    server, api, admin_token: str, rules
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    created = await create_tag_rule(api, admin_token, rules, f"Switch {marker}")
+    rule_id = created.json()["id"]
+    item = created.headers["location"]
+    read_first = await api.get(item, headers=bearer(admin_token))
+
+    async def switch(enabled: bool, if_match: str | None) -> httpx.Response:
+        headers = {} if if_match is None else {"if-match": if_match}
+        return await api.patch(
+            item, json={"enabled": enabled}, headers=bearer(admin_token, **headers)
+        )
+
+    enabled = await switch(True, read_first.headers["etag"])
+    # A client that read the rule before the enabling disables it.
+    stale = await switch(False, read_first.headers["etag"])
+    after_stale = await get_rule(rule_id)
+    weak = await switch(False, 'W/"2"')
+    malformed = await switch(False, "two")
+    missing = await switch(False, None)
+    disabled = await switch(False, enabled.headers["etag"])
+    # An administrator enables it on the rule's page.
+    admin = await make_user("admin")
+    session = Session(server.url)
+    await session.sign_in(admin.email)
+    page_switch = await session.post(
+        f"/admin/workflows/{rule_id}/enabled", {"enabled": "on"}, htmx=False
+    )
+    await session.close()
+    after_page = await switch(False, disabled.headers["etag"])
+    star = await switch(False, "*")
+    versions = await WorkflowRuleVersion.select(
+        WorkflowRuleVersion.version, WorkflowRuleVersion.definition
+    ).where(WorkflowRuleVersion.rule == rule_id)
+
+    assert read_first.headers["etag"] == '"1"'
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["enabled"] is True
+    assert enabled.headers["etag"] == '"2"'
+    assert enabled.json()["version"] == 2
+    assert stale.status_code == 412
+    assert stale.headers["content-type"].startswith(PROBLEM_JSON)
+    assert stale.json()["field"] == "If-Match"
+    assert stale.json()["value"] == 1
+    assert stale.json()["current_version"] == 2
+    assert after_stale["enabled"] is True
+    assert after_stale["current_version"] == 2
+    assert weak.status_code == 412
+    assert weak.headers["content-type"].startswith(PROBLEM_JSON)
+    assert malformed.status_code == 422
+    assert malformed.json()["field"] == "If-Match"
+    assert missing.status_code == 428
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["enabled"] is False
+    assert disabled.headers["etag"] == '"3"'
+    assert page_switch.status_code in (302, 303)
+    assert after_page.status_code == 412
+    assert after_page.json()["current_version"] == 4
+    assert star.status_code == 200, star.text
+    assert star.json()["enabled"] is False
+    assert star.headers["etag"] == '"5"'
+    assert [
+        row["version"] for row in sorted(versions, key=lambda row: row["version"])
+    ] == [1, 2, 3, 4, 5]
+    # A switch keeps the definition: every version has the first one's.
+    assert len({row["definition"] for row in versions}) == 1
+
+
+async def test_switch_to_same_state_keeps_version(api, admin_token: str, rules) -> None:
+    marker = uuid.uuid4().hex[:10]
+    created = await create_tag_rule(api, admin_token, rules, f"Already off {marker}")
+
+    unchanged = await api.patch(
+        created.headers["location"],
+        json={"enabled": False},
+        headers=bearer(admin_token, **{"if-match": '"1"'}),
+    )
+
+    assert unchanged.status_code == 200, unchanged.text
+    assert unchanged.headers["etag"] == '"1"'
+    assert unchanged.json()["enabled"] is False
+
+
+async def test_combined_switch_saves_one_version(api, admin_token: str, rules) -> None:
+    marker = uuid.uuid4().hex[:10]
+    created = await create_tag_rule(
+        api,
+        admin_token,
+        rules,
+        f"Born on {marker}",
+        enabled=True,
+    )
+    changed = await api.patch(
+        created.headers["location"],
+        json={"name": f"Renamed off {marker}", "enabled": False},
+        headers=bearer(admin_token, **{"if-match": '"1"'}),
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.headers["etag"] == '"1"'
+    assert created.json()["enabled"] is True
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] == '"2"'
+    assert changed.json()["enabled"] is False
+    assert changed.json()["name"] == f"Renamed off {marker}"
 
 
 async def test_update_invalid_definition_stores_nothing(

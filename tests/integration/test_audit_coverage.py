@@ -122,9 +122,9 @@ async def test_workflow_rule_changes_audited() -> None:
     assert rows[0]["changes"]["name"] == [None, name]
     assert rows[0]["changes"]["version"] == [None, 1]
     assert rows[0]["changes"]["definition"][1]["trigger"]["kind"] == "created"
-    assert rows[1]["changes"] == {"enabled": [False, True]}
+    assert rows[1]["changes"] == {"enabled": [False, True], "version": [1, 2]}
     assert rows[2]["changes"]["name"] == [name, name + " v2"]
-    assert rows[2]["changes"]["version"] == [1, 2]
+    assert rows[2]["changes"]["version"] == [2, 3]
 
 
 async def test_rejected_rows_download_is_export() -> None:

@@ -167,17 +167,18 @@ async def test_admin_deletes_rule_after_confirming(server, rules) -> None:
         rule_page = await session.get(f"/admin/workflows/{rule_id}")
         confirmation = await session.get(f"/admin/workflows/{rule_id}/delete")
         unconfirmed = await session.post(
-            f"/admin/workflows/{rule_id}/delete", {"version": "1"}, htmx=False
+            f"/admin/workflows/{rule_id}/delete", {"version": "2"}, htmx=False
         )
+        # Version 1 is the rule as saved before it was enabled.
         stale = await session.post(
             f"/admin/workflows/{rule_id}/delete",
-            {"confirm": "yes", "version": "2"},
+            {"confirm": "yes", "version": "1"},
             htmx=False,
         )
         kept = await WorkflowRule.count().where(WorkflowRule.id == rule_id)
         deleted = await session.post(
             f"/admin/workflows/{rule_id}/delete",
-            {"confirm": "yes", "version": "1"},
+            {"confirm": "yes", "version": "2"},
             htmx=False,
         )
         listing = await session.get(deleted.headers.get("location", "/"))

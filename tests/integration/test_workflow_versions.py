@@ -4,7 +4,8 @@ A timer stores the rule version it was set under. Saving a time-based rule
 queues the planning job, which sets its pending timers again under the new
 version, while runs that already happened keep theirs. A scheduled rule's
 timer is replaced on every save, so its next run uses the new version.
-Disabling a rule drops its pending timers.
+Disabling a rule drops its pending timers. Enabling a rule saves its
+definition as a new version, so a rule saved once and enabled is at 2.
 """
 
 from __future__ import annotations
@@ -72,20 +73,20 @@ async def test_saved_rule_replans_pending_timer(rules: list[int]) -> None:
     rules.append(rule_id)
     await set_enabled(rule_id, True, None)
     ticket_id = await create_ticket({"subject": f"Quiet {marker}"}, None)
-    assert (await pending_timer(rule_id))["version"] == 1
+    assert (await pending_timer(rule_id))["version"] == 2
 
     await save_rule(
         rule_id, "ticket", "Stale", stale_definition(marker, "v2", "created_at"), None
     )
-    assert (await pending_timer(rule_id))["version"] == 1
+    assert (await pending_timer(rule_id))["version"] == 2
     plan = await get_plan(rule_id)
     assert plan is not None
     await run_plan(rule_id, plan["generation"])
-    assert (await pending_timer(rule_id))["version"] == 2
+    assert (await pending_timer(rule_id))["version"] == 3
     await fire_after(31)
 
     runs = await RuleRun.select().where(RuleRun.rule == rule_id)
-    assert [(run["version"], run["outcome"]) for run in runs] == [(2, "done")]
+    assert [(run["version"], run["outcome"]) for run in runs] == [(3, "done")]
     assert await tags_of(ticket_id) == ["v2"]
 
 
@@ -104,7 +105,7 @@ async def test_fired_run_keeps_its_version(rules: list[int]) -> None:
     )
 
     runs = await RuleRun.select().where(RuleRun.rule == rule_id)
-    assert [(run["version"], run["outcome"]) for run in runs] == [(1, "done")]
+    assert [(run["version"], run["outcome"]) for run in runs] == [(2, "done")]
     assert await tags_of(ticket_id) == ["v1"]
 
 
@@ -145,10 +146,10 @@ async def test_scheduled_rule_edit_replaces_timer(rules: list[int]) -> None:
     rules.append(rule_id)
     await set_enabled(rule_id, True, None)
     before = await pending_timer(rule_id)
-    assert (before["version"], before["due_at"].hour) == (1, first_hour)
+    assert (before["version"], before["due_at"].hour) == (2, first_hour)
 
     await save_rule(rule_id, "ticket", "Daily", daily(second_hour, "v2"), None)
 
     after = await pending_timer(rule_id)
-    assert (after["version"], after["due_at"].hour) == (2, second_hour)
+    assert (after["version"], after["due_at"].hour) == (3, second_hour)
     assert after["id"] != before["id"]

@@ -80,7 +80,8 @@ async def test_field_action_joins_the_triggering_event(rules: list[int]) -> None
     }
     runs = await runs_of(rule_id)
     assert [run["outcome"] for run in runs] == ["done"]
-    assert runs[0]["version"] == 1
+    # Saved, then enabled: the enabling is the second version.
+    assert runs[0]["version"] == 2
 
 
 async def test_failing_rule_rolls_back_but_change_commits(rules: list[int]) -> None:
