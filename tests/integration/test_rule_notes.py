@@ -54,6 +54,16 @@ async def note_of(deal_id: int) -> int:
     return int(notes[0]["id"])
 
 
+async def written_note(rules: list[int]) -> tuple[int, str, int, int]:
+    """Have a new rule write its note on a new deal; return the rule's id and
+    name, the deal's id and the note's id."""
+    marker = uuid.uuid4().hex[:10]
+    rule_id, name = await note_rule(rules, marker)
+    deal_id = await noted_deal(marker)
+    await change_amount(deal_id)
+    return rule_id, name, deal_id, await note_of(deal_id)
+
+
 async def signed_in(server, role: str) -> Session:
     user = await make_user(role)
     session = Session(server.url)
@@ -62,11 +72,7 @@ async def signed_in(server, role: str) -> Session:
 
 
 async def test_page_names_rule_of_note(server, rules: list[int]) -> None:
-    marker = uuid.uuid4().hex[:10]
-    rule_id, name = await note_rule(rules, marker)
-    deal_id = await noted_deal(marker)
-    await change_amount(deal_id)
-    note_id = await note_of(deal_id)
+    rule_id, name, deal_id, note_id = await written_note(rules)
     admin = await signed_in(server, "admin")
     manager = await signed_in(server, "sales_manager")
     link = f'<a href="/admin/workflows/{rule_id}">Rule: {name}</a>'
@@ -130,11 +136,7 @@ async def test_live_note_names_rule(server, rules: list[int]) -> None:
 
 
 async def test_api_comment_names_rule(server, rules: list[int]) -> None:
-    marker = uuid.uuid4().hex[:10]
-    rule_id, name = await note_rule(rules, marker)
-    deal_id = await noted_deal(marker)
-    await change_amount(deal_id)
-    note_id = await note_of(deal_id)
+    rule_id, name, deal_id, note_id = await written_note(rules)
     user = await make_user("sales_manager")
     token = await new_key(user.id, {"deal": "read", "comment": "read"})
 
