@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -82,12 +83,14 @@ def web_server(env: dict[str, str] | None = None) -> Iterator[WebServer]:
 
 @contextlib.contextmanager
 def worker_process(
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, log: IO[bytes] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``crm worker`` in a subprocess; its log goes to ``log`` if given."""
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker"],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
+        stderr=log,
     )
     try:
         yield process

@@ -249,8 +249,10 @@ async def send_due_reminders(now: dt.datetime, limit: int = REMINDER_BATCH) -> i
                         [row["assignee"]],
                         f"Task due: {row['title']}",
                         f"/{parent}s/{parent_id}",
-                        row["rule"],
                     ),
+                    row["rule"],
+                    parent,
+                    parent_id,
                 )
             )
     logger.info(

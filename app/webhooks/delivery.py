@@ -31,7 +31,15 @@ from app.errors import FieldError
 from app.events.tables import Event as EventRow
 from app.webhooks import settings
 from app.webhooks.addresses import check_target
-from app.webhooks.outbox import MAIL, NOTIFY, RESCORE, WEBHOOK, encode, insert_message
+from app.webhooks.outbox import (
+    MAIL,
+    NOTIFY,
+    RESCORE,
+    RULE_WEBHOOK,
+    WEBHOOK,
+    encode,
+    insert_message,
+)
 from app.webhooks.tables import WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -42,7 +50,7 @@ USER_AGENT = "Switchboard-Webhooks/1"
 
 CLAIM_SQL = """
 SELECT m.id, m.kind, m.endpoint, m.message_id, m.event_type, m.payload,
-       m.attempts, m.schedule_start,
+       m.ordering_key, m.attempts, m.schedule_start,
        e.url, e.secret, e.description
 FROM outbox_message m
 LEFT JOIN webhook_endpoint e ON e.id = m.endpoint
@@ -76,6 +84,11 @@ class Outcome:
     duration_ms: float = 0.0
     # A failure that another attempt would repeat, so the message is not retried.
     permanent: bool = False
+    # The exception an attempt raised unexpectedly, logged with its traceback
+    # once the attempt is recorded.
+    exception: BaseException | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def delivered(self) -> bool:
@@ -249,8 +262,41 @@ async def log_attempt(row: dict[str, Any], attempt: int, result: Outcome) -> Non
     )
 
 
-async def finish_attempt(row: dict[str, Any], result: Outcome) -> str:
-    """Record the attempt's result on the message; return its new status."""
+def message_origin(row: dict[str, Any]) -> str:
+    """Describe the rule and record a message is about, for log lines, as
+    ``rule_id=7 ticket_id=12``; ``rule_id=None`` for a message of no rule.
+
+    A webhook's record is in its ordering key (endpoint, record type and id)
+    and a rule's webhook names the rule in its body. Other messages name
+    both in their payload (``record_side_effect``).
+    """
+    rule_id = record_type = record_id = None
+    try:
+        payload = msgspec.json.decode(row["payload"])
+    except msgspec.DecodeError:
+        payload = None
+    if row["kind"] == WEBHOOK:
+        _, _, record = str(row.get("ordering_key") or "").partition(":")
+        record_type, _, record_id = record.partition(":")
+        if row.get("event_type") == RULE_WEBHOOK and isinstance(payload, dict):
+            rule = (payload.get("data") or {}).get("rule") or {}
+            rule_id = rule.get("id") if isinstance(rule, dict) else None
+    elif isinstance(payload, dict):
+        rule_id = payload.get("rule_id")
+        record_type = payload.get("record_type")
+        record_id = payload.get("record_id")
+    return f"rule_id={rule_id} {record_type or 'record'}_id={record_id or None}"
+
+
+async def finish_attempt(
+    row: dict[str, Any], result: Outcome, job_id: str | None = None
+) -> str:
+    """Record the attempt's result on the message; return its new status.
+
+    A failed attempt that will be retried logs a WARNING, and the last one,
+    after which the message is given up, an ERROR. ``job_id`` is the arq job
+    that made the attempt.
+    """
     attempt = int(row["attempts"]) + 1
     if row["kind"] == WEBHOOK:
         await log_attempt(row, attempt, result)
@@ -282,14 +328,17 @@ async def finish_attempt(row: dict[str, Any], result: Outcome) -> str:
         )
         logger.warning(
             "outbox message failed, retrying message_id=%s id=%s kind=%s "
-            "endpoint_id=%s attempt=%d in=%.1fs error=%s",
+            "endpoint_id=%s %s job_id=%s attempt=%d in=%.1fs error=%s",
             row["message_id"],
             row["id"],
             row["kind"],
             row["endpoint"],
+            message_origin(row),
+            job_id,
             attempt,
             delay,
             result.error,
+            exc_info=result.exception,
         )
         return PENDING
     await EventRow.raw(
@@ -301,13 +350,16 @@ async def finish_attempt(row: dict[str, Any], result: Outcome) -> str:
     )
     logger.error(
         "outbox message failed, giving up message_id=%s id=%s kind=%s "
-        "endpoint_id=%s attempts=%d error=%s",
+        "endpoint_id=%s %s job_id=%s attempts=%d error=%s",
         row["message_id"],
         row["id"],
         row["kind"],
         row["endpoint"],
+        message_origin(row),
+        job_id,
         attempt,
         result.error,
+        exc_info=result.exception,
     )
     if row["endpoint"] is not None:
         await count_failed_message(int(row["endpoint"]))
@@ -381,7 +433,8 @@ async def notify_admins(endpoint_id: int, url: str, reason: str) -> None:
 async def attempt_in_savepoint(row: dict[str, Any]) -> Outcome:
     """Attempt a claimed message. An unexpected error rolls back what the
     attempt wrote and counts as a failed attempt, so a message that always
-    raises is retried on schedule and then given up, not claimed forever."""
+    raises is retried on schedule and then given up, not claimed forever.
+    ``finish_attempt`` logs the error with its traceback."""
     transaction = EventRow._meta.db.current_transaction.get()
     assert transaction is not None, "claimed inside a transaction"
     savepoint = await transaction.savepoint()
@@ -391,24 +444,22 @@ async def attempt_in_savepoint(row: dict[str, Any]) -> Outcome:
         else:
             result = await run_side_effect(row)
     except Exception as error:
-        logger.exception(
-            "outbox attempt raised message_id=%s id=%s kind=%s endpoint_id=%s",
-            row["message_id"],
-            row["id"],
-            row["kind"],
-            row["endpoint"],
-        )
         await savepoint.rollback_to()
-        return Outcome(FAILED, error=f"{type(error).__name__}: {error}")
+        return Outcome(
+            FAILED, error=f"{type(error).__name__}: {error}", exception=error
+        )
     await savepoint.release()
     return result
 
 
-async def deliver_next(only_id: int | None = None) -> str | None:
+async def deliver_next(
+    only_id: int | None = None, job_id: str | None = None
+) -> str | None:
     """Claim one due message, attempt it and record the result.
 
     Returns the message's new status, or None when nothing was due (or
     ``only_id`` was not due, is held back or is locked by another worker).
+    ``job_id`` is the arq job this runs in, for the logs.
     """
     only = "AND m.id = {}" if only_id is not None else ""
     arguments = [only_id] if only_id is not None else []
@@ -418,7 +469,7 @@ async def deliver_next(only_id: int | None = None) -> str | None:
             return None
         row = rows[0]
         result = await attempt_in_savepoint(row)
-        status = await finish_attempt(row, result)
+        status = await finish_attempt(row, result, job_id)
     logger.info(
         "outbox attempt message_id=%s id=%s kind=%s endpoint_id=%s attempt=%d "
         "outcome=%s status_code=%s duration_ms=%.1f",
@@ -434,11 +485,11 @@ async def deliver_next(only_id: int | None = None) -> str | None:
     return status
 
 
-async def deliver_due(limit: int = 100) -> int:
+async def deliver_due(limit: int = 100, job_id: str | None = None) -> int:
     """Attempt up to ``limit`` due messages one after another; return how many."""
     attempted = 0
     while attempted < limit:
-        if await deliver_next() is None:
+        if await deliver_next(job_id=job_id) is None:
             break
         attempted += 1
     return attempted

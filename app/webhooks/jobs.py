@@ -56,7 +56,7 @@ async def deliver_outbox(ctx: dict[str, Any]) -> int:
     attempted = 0
     deadline = time.monotonic() + RUN_SECONDS
     while attempted < BATCH:
-        attempted += await deliver_due(BATCH - attempted)
+        attempted += await deliver_due(BATCH - attempted, ctx.get("job_id"))
         wait = await next_due_in()
         if wait is None or wait > WAIT_SECONDS:
             break

@@ -24,6 +24,7 @@ from realtime.messages import Event
 
 if TYPE_CHECKING:
     from app.events.service import ChangeSet
+    from app.workflows.actions import SideEffect
 
 logger = logging.getLogger(__name__)
 
@@ -233,13 +234,19 @@ async def record_event_messages(events: list[Event]) -> int:
     return written
 
 
-async def record_side_effect(function: str, args: tuple[Any, ...]) -> None:
-    """Insert the message of one workflow side effect."""
-    kind = SIDE_EFFECT_KINDS.get(function)
+async def record_side_effect(effect: SideEffect) -> None:
+    """Insert the message of one workflow side effect.
+
+    The payload of a message other than a webhook also names the rule and
+    the record it is about (``rule_id``, ``record_type``, ``record_id``),
+    for the worker's logs. A webhook's payload is the body sent, which
+    names them in ``data``.
+    """
+    kind = SIDE_EFFECT_KINDS.get(effect.function)
     if kind is None:
-        raise ValueError(f"no outbox kind for side effect {function!r}")
+        raise ValueError(f"no outbox kind for side effect {effect.function!r}")
     if kind == WEBHOOK:
-        endpoint_id, body, rule_id, record_type, record_id = args
+        endpoint_id, body = effect.args
         # The same key as the endpoint's event messages for the record, so a
         # rule's call and the record's events arrive in the order written.
         await insert_message(
@@ -247,23 +254,23 @@ async def record_side_effect(function: str, args: tuple[Any, ...]) -> None:
             body,
             endpoint=endpoint_id,
             event_type=RULE_WEBHOOK,
-            ordering_key=f"{endpoint_id}:{record_type}:{record_id}",
+            ordering_key=f"{endpoint_id}:{effect.record_type}:{effect.record_id}",
         )
         return
+    payload: dict[str, Any] = {
+        "rule_id": effect.rule_id,
+        "record_type": effect.record_type,
+        "record_id": effect.record_id,
+    }
     if kind == NOTIFY:
-        user_ids, message, link, rule_id = args
-        payload = {
-            "user_ids": user_ids,
-            "message": message,
-            "link": link,
-            "rule_id": rule_id,
-        }
+        user_ids, message, link = effect.args
+        payload.update({"user_ids": user_ids, "message": message, "link": link})
     elif kind == MAIL:
-        to, subject, text = args
-        payload = {"to": to, "subject": subject, "text": text}
+        to, subject, text = effect.args
+        payload.update({"to": to, "subject": subject, "text": text})
     else:
-        record_type, record_id = args
-        payload = {"record_type": record_type, "record_id": record_id}
+        record_type, record_id = effect.args
+        payload.update({"record_type": record_type, "record_id": record_id})
     await insert_message(kind, encode(payload))
 
 
@@ -274,7 +281,7 @@ async def record_outbox(changes: ChangeSet, events: list[Event]) -> int:
     effects = list(changes.side_effects)
     changes.side_effects.clear()
     for effect in effects:
-        await record_side_effect(effect.function, tuple(effect.args))
+        await record_side_effect(effect)
         written += 1
     if written:
         logger.debug(

@@ -46,10 +46,14 @@ class ActionFailed(Exception):
 @dataclass(frozen=True)
 class SideEffect:
     """A message for the outbox: its kind as a function name and arguments
-    (app.webhooks.outbox.SIDE_EFFECT_KINDS)."""
+    (app.webhooks.outbox.SIDE_EFFECT_KINDS), and the rule and record it is
+    about, which the worker logs with each failed attempt."""
 
     function: str
     args: tuple[Any, ...]
+    rule_id: int | None = None
+    record_type: str | None = None
+    record_id: int | None = None
 
 
 @dataclass
@@ -79,6 +83,13 @@ class ActionContext:
     @property
     def record_id(self) -> int:
         return int(self.record["id"])
+
+    def add_side_effect(self, function: str, args: tuple[Any, ...]) -> None:
+        self.side_effects.append(
+            SideEffect(
+                function, args, self.rule_id, self.record_type.name, self.record_id
+            )
+        )
 
 
 def fill(
@@ -448,17 +459,13 @@ async def notify(action: Action, context: ActionContext) -> str:
     for hidden, members in readers.items():
         message = fill(action.body, context, "body", hidden)
         member_ids = [member["id"] for member in members]
-        context.side_effects.append(
-            SideEffect("workflow_notify", (member_ids, message, link, context.rule_id))
-        )
+        context.add_side_effect("workflow_notify", (member_ids, message, link))
         if not action.email:
             continue
         subject = fill(action.subject, context, "subject", hidden, header=True)
         subject = subject or placeholders.header_text(context.rule_name)
         for member in members:
-            context.side_effects.append(
-                SideEffect("send_mail", (member["email"], subject, message))
-            )
+            context.add_side_effect("send_mail", (member["email"], subject, message))
     user_ids = [user["id"] for user in users]
     return f"notify users {user_ids}" + (" by email too" if action.email else "")
 
@@ -500,7 +507,7 @@ async def send_email(action: Action, context: ActionContext) -> str:
         )
     else:
         body = fill(action.body, context, "body", hidden)
-    context.side_effects.append(SideEffect("send_mail", (address, subject, body)))
+    context.add_side_effect("send_mail", (address, subject, body))
     template = f" from template {action.template_id}" if action.template_id else ""
     return f"email to {address}{template}"
 
@@ -547,25 +554,12 @@ async def webhook(action: Action, context: ActionContext) -> str:
     if endpoint is None:
         raise ActionFailed(f"webhook endpoint {action.endpoint_id} not found")
     body = webhook_payload(context)
-    context.side_effects.append(
-        SideEffect(
-            "workflow_webhook",
-            (
-                endpoint["id"],
-                body,
-                context.rule_id,
-                context.record_type.name,
-                context.record_id,
-            ),
-        )
-    )
+    context.add_side_effect("workflow_webhook", (endpoint["id"], body))
     return f"POST {endpoint['url']}"
 
 
 async def rescore(action: Action, context: ActionContext) -> str:
-    context.side_effects.append(
-        SideEffect("rescore", (context.record_type.name, context.record_id))
-    )
+    context.add_side_effect("rescore", (context.record_type.name, context.record_id))
     return "rescoring queued"
 
 

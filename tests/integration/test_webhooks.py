@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import re
@@ -43,7 +44,7 @@ from app.merge import Edit
 from app.tickets.service import create_ticket, update_ticket
 from app.tickets.tables import Ticket
 from app.webhooks.delivery import deliver_next
-from app.webhooks.outbox import insert_message
+from app.webhooks.outbox import NOTIFY, encode, insert_message
 from app.webhooks.service import (
     EndpointInput,
     create_endpoint,
@@ -969,3 +970,46 @@ async def test_locked_message_is_skipped(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "KeyError" in row["last_error"]
     assert statuses.count("pending") == 7
     assert statuses.count("failed") == 1
+
+
+async def test_raising_side_effect_warns_until_given_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CRM_WEBHOOK_RETRY_SCALE", "0.00001")
+    # A notification without user_ids: every attempt raises KeyError.
+    payload = {"rule_id": 7, "record_type": "ticket", "record_id": 12, "message": "x"}
+    outbox_id = await insert_message(NOTIFY, encode(payload))
+    row = await OutboxMessage.select().where(OutboxMessage.id == outbox_id).first()
+    assert row is not None
+
+    statuses: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="app.webhooks.delivery"):
+        async with asyncio.timeout(10):
+            while "failed" not in statuses:
+                status = await deliver_next(only_id=outbox_id, job_id="job-42")
+                if status is not None:
+                    statuses.append(status)
+                await asyncio.sleep(0.02)
+
+    logged = [
+        record
+        for record in caplog.records
+        if record.name == "app.webhooks.delivery"
+        and f"message_id={row['message_id']} " in record.getMessage()
+    ]
+    retries = [record for record in logged if record.levelno == logging.WARNING]
+    errors = [record for record in logged if record.levelno >= logging.ERROR]
+    assert statuses.count("pending") == 7
+    assert len(retries) == 7
+    for attempt, record in enumerate(retries, start=1):
+        text = record.getMessage()
+        assert "retrying" in text
+        assert "rule_id=7 ticket_id=12 job_id=job-42" in text
+        assert f"attempt={attempt} " in text
+        assert "KeyError" in text
+        # The traceback of the error goes with the warning.
+        assert record.exc_info is not None
+    assert len(errors) == 1
+    assert "giving up" in errors[0].getMessage()
+    assert "rule_id=7 ticket_id=12 job_id=job-42 attempts=8 " in errors[0].getMessage()
+    assert errors[0].exc_info is not None

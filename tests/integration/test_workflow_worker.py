@@ -1,22 +1,28 @@
-"""Workflow timers and side effects through a real arq worker process."""
+"""Workflow timers and side effects through a real arq worker process, and
+what the worker logs while a rule's webhook keeps failing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.tickets.service import create_ticket
 from app.webhooks.service import EndpointInput, create_endpoint
-from app.webhooks.tables import WebhookEndpoint
+from app.webhooks.settings import max_attempts
+from app.webhooks.tables import OutboxMessage, WebhookEndpoint
 from app.workflows.service import save_rule, set_enabled
 from app.workflows.tables import RuleRun, WorkflowRule, WorkflowTimer
+from tests.factories import contains
 from tests.servers import free_port, worker_process
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,16 +108,38 @@ class Receiver(BaseHTTPRequestHandler):
         return None
 
 
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a loopback port; yield its webhook URL."""
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def receiver() -> Iterator[str]:
     Receiver.calls = []
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}/hook"
-    server.shutdown()
-    server.server_close()
+    with serving(Receiver) as url:
+        yield url
+
+
+async def webhook_rule(marker: str, endpoint_id: int) -> int:
+    """Save and enable a rule that calls the endpoint for each new ticket
+    whose subject contains ``marker``."""
+    definition = {
+        "trigger": {"kind": "created"},
+        "conditions": contains("subject", marker),
+        "actions": [{"kind": "webhook", "endpoint_id": endpoint_id}],
+    }
+    rule_id = await save_rule(None, "ticket", f"Hook {marker}", definition, None)
+    await set_enabled(rule_id, True, None)
+    return rule_id
 
 
 async def test_webhook_is_retried_after_a_failure(receiver: str) -> None:
@@ -121,28 +149,7 @@ async def test_webhook_is_retried_after_a_failure(receiver: str) -> None:
         None,
         allow_private=True,
     )
-    rule_id = await save_rule(
-        None,
-        "ticket",
-        f"Hook {marker}",
-        {
-            "trigger": {"kind": "created"},
-            "conditions": {
-                "type": "group",
-                "items": [
-                    {
-                        "type": "condition",
-                        "field": "subject",
-                        "op": "contains",
-                        "value": marker,
-                    }
-                ],
-            },
-            "actions": [{"kind": "webhook", "endpoint_id": endpoint.id}],
-        },
-        None,
-    )
-    await set_enabled(rule_id, True, None)
+    rule_id = await webhook_rule(marker, endpoint.id)
     try:
         env = {"CRM_WEBHOOKS_ALLOW_PRIVATE": "1", "CRM_WEBHOOK_RETRY_SCALE": "0.01"}
         with worker_process(env):
@@ -159,3 +166,78 @@ async def test_webhook_is_retried_after_a_failure(receiver: str) -> None:
     finally:
         await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
         await WebhookEndpoint.delete().where(WebhookEndpoint.id == endpoint.id)
+
+
+class Unavailable(BaseHTTPRequestHandler):
+    """Fails every call with 503."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def unavailable() -> Iterator[str]:
+    with serving(Unavailable) as url:
+        yield url
+
+
+async def test_failing_webhook_warns_then_errors_once(
+    unavailable: str, tmp_path: Path
+) -> None:
+    marker = uuid.uuid4().hex[:10]
+    endpoint = await create_endpoint(
+        EndpointInput(url=unavailable, event_types=("deal.created",)),
+        None,
+        allow_private=True,
+    )
+    rule_id = await webhook_rule(marker, endpoint.id)
+    log_path = tmp_path / "worker.log"
+    try:
+        # Every retry delay is a ten-thousandth of the real one: about 9 s
+        # for all the attempts.
+        env = {"CRM_WEBHOOKS_ALLOW_PRIVATE": "1", "CRM_WEBHOOK_RETRY_SCALE": "0.0001"}
+        with log_path.open("wb") as log, worker_process(env, log):
+            ticket_id = await create_ticket({"subject": f"Down {marker}"}, None)
+
+            async def given_up() -> bool:
+                return await OutboxMessage.exists().where(
+                    (OutboxMessage.endpoint == endpoint.id)
+                    & (OutboxMessage.status == "failed")
+                )
+
+            await wait_for(given_up, seconds=60)
+        message = (
+            await OutboxMessage.select(OutboxMessage.message_id)
+            .where(OutboxMessage.endpoint == endpoint.id)
+            .first()
+        )
+    finally:
+        await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
+        await WebhookEndpoint.delete().where(WebhookEndpoint.id == endpoint.id)
+
+    assert message is not None
+    lines = [
+        line
+        for line in log_path.read_text().splitlines()
+        if message["message_id"] in line
+    ]
+    retries = [line for line in lines if " WARNING " in line]
+    errors = [line for line in lines if " ERROR " in line]
+    last = max_attempts()
+    assert len(retries) == last - 1
+    for attempt, line in enumerate(retries, start=1):
+        assert "retrying" in line
+        assert f"rule_id={rule_id} ticket_id={ticket_id}" in line
+        assert f"attempt={attempt} " in line
+        # The job that made the attempt: a queued delivery or the relay cron.
+        assert re.search(r"job_id=\S*(outbox:kick|relay_outbox)", line)
+        assert "status 503" in line
+    assert len(errors) == 1
+    assert "giving up" in errors[0]
+    assert f"rule_id={rule_id} ticket_id={ticket_id}" in errors[0]
+    assert f"attempts={last} " in errors[0]
