@@ -9,7 +9,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from app.migration_sql import sql_migration
 
-ID = "2026-12-05T05:69:00:000069"
+ID = "2026-12-05T05:70:00:000070"
 VERSION = "1.38.0"
 DESCRIPTION = "Record the workflow rule that wrote a comment"
 
