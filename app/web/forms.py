@@ -88,6 +88,8 @@ def edit_form_state(
     After a conflict or an invalid value the form shows what the user typed
     in the fields that were not saved, so nothing they wrote is lost, while
     its base copies move to the stored values: saving again keeps theirs.
+    ``saved`` is True when the edit applied some field, which beside
+    conflicts means that only the other fields were saved.
     """
     conflicts = conflicts or []
     base = {name: record[name] for name in editable}
@@ -102,6 +104,7 @@ def edit_form_state(
         "conflicts": conflicts,
         "error": error,
         "saved": saved and not conflicts,
+        "others_saved": saved and bool(conflicts),
     }
 
 

@@ -181,6 +181,9 @@ async def test_edit_to_changed_field_shows_conflict(server) -> None:
     assert 'data-conflict="amount"' in conflicted.text
     assert "Dana First set it to" in conflicted.text
     assert 'name="amount" value="500"' in conflicted.text
+    # The conflicting field was the only change, so nothing else was saved.
+    assert "These changes were not saved:" in conflicted.text
+    assert "other changes were saved" not in conflicted.text
     stored = await Deal.select(Deal.amount).where(Deal.id == deal_id).first()
     assert str(stored["amount"]) == "300.00"
 
@@ -191,6 +194,38 @@ async def test_edit_to_changed_field_shows_conflict(server) -> None:
     assert "data-conflict" not in kept.text
     stored = await Deal.select(Deal.amount).where(Deal.id == deal_id).first()
     assert str(stored["amount"]) == "500.00"
+    await first.close()
+    await second.close()
+
+
+async def test_conflict_panel_names_other_saved_changes(server) -> None:
+    first_user = await make_user(name="Dana First")
+    second_user = await make_user()
+    pipeline = await make_pipeline()
+    deal_id = await make_deal(pipeline, amount="100", name="Before")
+    first, second = Session(server.url), Session(server.url)
+    await first.sign_in(first_user.email)
+    await second.sign_in(second_user.email)
+
+    await first.post(f"/deals/{deal_id}", {"base_amount": "100.00", "amount": "300"})
+    conflicted = await second.post(
+        f"/deals/{deal_id}",
+        {
+            "base_amount": "100.00",
+            "amount": "500",
+            "base_name": "Before",
+            "name": "After",
+        },
+    )
+
+    assert conflicted.status_code == 200
+    assert 'data-conflict="amount"' in conflicted.text
+    assert 'data-conflict="name"' not in conflicted.text
+    assert "Your other changes were saved. These were not:" in conflicted.text
+    assert "These changes were not saved:" not in conflicted.text
+    stored = await Deal.select(Deal.name, Deal.amount).where(Deal.id == deal_id).first()
+    assert stored["name"] == "After"
+    assert str(stored["amount"]) == "300.00"
     await first.close()
     await second.close()
 
