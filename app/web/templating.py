@@ -56,6 +56,16 @@ def form_value(value: Any) -> str:
     return str(value)
 
 
+# The number of avatar colour classes, .avatar-0 to .avatar-7 in app.css.
+AVATAR_COLOURS = 8
+
+
+def avatar_colour(user_id: int) -> str:
+    """Return the class that gives a user's avatar its colour, the same on every
+    page, so that people with the same initials still look different."""
+    return f"avatar-{user_id % AVATAR_COLOURS}"
+
+
 def label(value: str | None) -> str:
     return (value or "").replace("_", " ").capitalize()
 
@@ -96,6 +106,7 @@ def build_environment() -> Environment:
         form_value=form_value,
         label=label,
         initials=initials,
+        avatar_colour=avatar_colour,
         rich_text=rich_text,
     )
     environment.globals["may"] = may
