@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+# Keys of submitted structures that read better as whole words.
+KEY_WORDS = {"op": "operator"}
 
 
 class FieldError(ValueError):
@@ -30,6 +34,45 @@ class FieldError(ValueError):
         end = "" if reason.endswith((".", "!", "?")) else "."
         label = self.label or self.field.replace("_", " ").capitalize()
         return f"{label}{shown} {reason}{end}"
+
+
+def readable_path(path: str, item_nouns: Mapping[str, str]) -> str:
+    """Name a value by its dotted path the way people count, from 1.
+
+    ``item_nouns`` maps a list in the path to the word for one of its items.
+    With ``{"conditions": "Condition"}``, ``conditions.0.op`` becomes
+    "Condition 1 operator". A group's ``items`` list continues its parent's
+    number, so ``conditions.items.1.items.0.field`` and ``conditions.1.0.field``
+    both become "Condition 2.1 field". Other list positions count from 1 too.
+    """
+    parts = path.split(".")
+    words = []
+    position = 0
+    while position < len(parts):
+        name = parts[position]
+        position += 1
+        numbers = []
+        while position < len(parts) and is_list_step(parts, position):
+            if parts[position].isdigit():
+                numbers.append(str(int(parts[position]) + 1))
+            position += 1
+        noun = item_nouns.get(name)
+        if noun and numbers:
+            words.append(f"{noun} {'.'.join(numbers)}")
+        else:
+            words += [KEY_WORDS.get(name, name), *numbers]
+    text = " ".join(words).replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def is_list_step(parts: list[str], position: int) -> bool:
+    """Return whether ``parts[position]`` is a list index, or a group's
+    ``items`` key that an index follows."""
+    part = parts[position]
+    if part.isdigit():
+        return True
+    following = parts[position + 1] if position + 1 < len(parts) else ""
+    return part == "items" and following.isdigit()
 
 
 def field_error_status(method: str) -> int:

@@ -169,7 +169,15 @@ def validation_error(
     keys = [key for key in re.split(r"[.\[\]']+", path) if key]
     value: Any = raw
     for key in keys:
-        value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, Mapping):
+            value = value.get(key)
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            value = None
+    if isinstance(value, Mapping | list):
+        # An object or list, such as one missing a field, is named by its path.
+        value = None
     field = ".".join([column, *keys])
     reason = str(error).split(" - at ")[0]
     return FieldError(field, value, f"is invalid: {reason}")

@@ -15,7 +15,7 @@ import msgspec
 
 from app.access.permissions import validation_error
 from app.contacts.tables import Contact
-from app.errors import FieldError
+from app.errors import FieldError, readable_path
 from app.workflows.conditions import Facts, evaluate
 from app.workflows.schema import MAX_ITEMS, MAX_NESTING, Condition, Group
 
@@ -56,6 +56,8 @@ SEGMENT_OPERATORS = (
     "in",
     "is_empty",
 )
+# The word error messages use for one condition of a segment.
+SEGMENT_ITEMS = {"segment": "Segment rule"}
 BATCH = 1000
 
 CONTACT_MEMBERS = """
@@ -77,21 +79,32 @@ ORDER BY l.id LIMIT {}
 
 
 def parse_segment(raw: Any, audience: str) -> Group:
-    """Decode and check a segment; raises FieldError naming ``segment.<path>``."""
+    """Decode and check a segment.
+
+    Raises FieldError naming ``segment.<path>`` for programs, counting from 0,
+    and labelled for people from 1 ("Segment rule 2 operator").
+    """
+    try:
+        group = decode_segment(raw)
+        check_group(group, audience, "segment", 1)
+    except FieldError as error:
+        error.label = readable_path(error.field, SEGMENT_ITEMS)
+        raise
+    return group
+
+
+def decode_segment(raw: Any) -> Group:
     if isinstance(raw, str | bytes):
         try:
-            group = msgspec.json.decode(raw, type=Group)
+            return msgspec.json.decode(raw, type=Group)
         except msgspec.ValidationError as error:
-            raise validation_error("segment", raw, error) from None
+            raise validation_error("segment", msgspec.json.decode(raw), error) from None
         except msgspec.DecodeError:
             raise FieldError("segment", str(raw)[:40], "is not valid JSON") from None
-    else:
-        try:
-            group = msgspec.convert(raw, Group)
-        except msgspec.ValidationError as error:
-            raise validation_error("segment", raw, error) from None
-    check_group(group, audience, "segment", 1)
-    return group
+    try:
+        return msgspec.convert(raw, Group)
+    except msgspec.ValidationError as error:
+        raise validation_error("segment", raw, error) from None
 
 
 def check_group(group: Group, audience: str, path: str, depth: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from app import fields
+from app import errors, fields
 from app.access.permissions import validation_error
 from app.errors import FieldError
 from app.workflows import placeholders
@@ -138,6 +138,8 @@ MAX_DELAY_MINUTES = 366 * 24 * 60
 MAX_TEXT = 5000
 MAX_ITEMS = 50
 MAX_NESTING = 4
+# The words error messages use for one item of a definition's lists.
+RULE_ITEMS = {"conditions": "Condition", "actions": "Action"}
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,59}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -283,22 +285,11 @@ def check_definition(record_type: RecordType, definition: RuleDefinition) -> Non
 def readable_path(path: str) -> str:
     """Return a definition path as a person reads it, counting from 1.
 
-    ``actions.0.due_in_minutes`` becomes "Action 1 due in minutes" and
-    ``conditions.1.0.field`` becomes "Condition 2.1 field" (the first item
-    of the second item's group).
+    ``actions.0.due_in_minutes`` becomes "Action 1 due in minutes", and
+    ``conditions.items.1.items.0.op`` (msgspec's path) and ``conditions.1.0.op``
+    (the checks' path) both become "Condition 2.1 operator".
     """
-    parts = path.removeprefix("definition.").split(".")
-    head = parts[0]
-    numbers = []
-    rest = parts[1:]
-    while rest and rest[0].isdigit():
-        numbers.append(str(int(rest[0]) + 1))
-        rest = rest[1:]
-    if head in ("actions", "conditions") and numbers:
-        words = [f"{head[:-1].capitalize()} {'.'.join(numbers)}", *rest]
-    else:
-        words = [head.capitalize(), *numbers, *rest]
-    return " ".join(words).replace("_", " ")
+    return errors.readable_path(path.removeprefix("definition."), RULE_ITEMS)
 
 
 def check_trigger(record_type: RecordType, trigger: Trigger) -> None:
