@@ -79,6 +79,9 @@ class WebFormSettings(Table):
     fields = JSONB(default='["name", "company"]')
     # Questions shown as text inputs, stored as the lead's answers.
     questions = JSONB(default="[]")
+    # Sources a posted form may name instead of ``source``, such as a
+    # partner's page that embeds the form with ?source=Partner.
+    sources = JSONB(default="[]")
     redirect_url = Varchar(length=2000, default="")
     # Origins such as "https://www.example.com" that may frame the form.
     allowed_origins = JSONB(default="[]")

@@ -5,8 +5,10 @@ to that lead (``app.leads.intake``).
 It needs no session and carries no CSRF token, because the page it is
 posted from is on another site. Bots are kept out by a honeypot field that
 people never see, and each client address may submit a limited number of
-times per window. Administrators set its source, owner, fields, redirect
-and the origins that may frame it (``app.leads.webform_settings``).
+times per window. Administrators set its sources, owner, fields, questions,
+redirect and the origins that may frame it (``app.leads.webform_settings``).
+A submission that names another source or question, or repeats a field,
+gets 400 and stores nothing, since it was not sent from this form as set up.
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ from app.access.guards import PUBLIC
 from app.audit.context import current_client_address
 from app.errors import FieldError
 from app.leads.intake import submit_form
-from app.leads.service import MAX_ANSWERS
-from app.leads.webform_settings import FormSettings, form_owner, load_settings
+from app.leads.webform_settings import (
+    MAX_SOURCE_LENGTH,
+    FormSettings,
+    form_owner,
+    load_settings,
+)
 from app.web.forms import FormData
 from app.web.security import FORM_ACTIONS, FRAME_ANCESTORS
 
@@ -41,17 +47,46 @@ RATE_LIMIT = int(os.environ.get("CRM_WEBFORM_RATE_LIMIT", "5"))
 RATE_WINDOW = int(os.environ.get("CRM_WEBFORM_RATE_WINDOW", "600"))
 
 
-def form_answers(data: dict[str, Any]) -> dict[str, Any]:
-    answers = {
-        name[len(ANSWER_PREFIX) :]: value
-        for name, value in data.items()
-        if name.startswith(ANSWER_PREFIX)
-    }
-    if len(answers) > MAX_ANSWERS:
+def form_source(settings: FormSettings, raw: str) -> str:
+    """Return the submitted source, or the form's label when none was sent.
+
+    Raises FieldError for a source that the settings do not name.
+    """
+    source = raw.strip() or settings.source
+    if source not in settings.accepted_sources:
         raise FieldError(
-            "answers", len(answers), f"has more than {MAX_ANSWERS} questions"
+            "source",
+            source[:MAX_SOURCE_LENGTH],
+            "is not a source of this form; an administrator can add it to the "
+            "form's other sources",
         )
+    return source
+
+
+def form_answers(settings: FormSettings, data: dict[str, Any]) -> dict[str, Any]:
+    """Return the answers, keyed by question; raises FieldError for an
+    ``answer.`` field whose question the form does not ask."""
+    answers = {}
+    for name, value in data.items():
+        if not name.startswith(ANSWER_PREFIX):
+            continue
+        question = name[len(ANSWER_PREFIX) :]
+        if question not in settings.questions:
+            raise FieldError(
+                name,
+                question[:MAX_SOURCE_LENGTH],
+                "is not one of this form's questions",
+                label="Question",
+            )
+        answers[question] = value
     return answers
+
+
+def check_single_values(data: dict[str, Any]) -> None:
+    """Raise FieldError for a field sent more than once, which arrives as a list."""
+    for name, value in data.items():
+        if isinstance(value, list):
+            raise FieldError(name, None, "is sent more than once, but takes one value")
 
 
 async def over_rate_limit(request: Request[Any, Any, Any], address: str) -> bool:
@@ -82,9 +117,17 @@ def form_page(
     status_code: int = 200,
     **extra: Any,
 ) -> Template:
+    """Render the form, keeping what the visitor typed.
+
+    The form keeps a source only if it accepts it, and drops repeated
+    fields, so that sending the form again sends this form as set up.
+    """
+    kept = {name: value for name, value in values.items() if isinstance(value, str)}
+    if kept.get("source", "").strip() not in settings.accepted_sources:
+        kept["source"] = settings.source
     return Template(
         "leads/web_form.html",
-        context={"values": values, "error": error, "settings": settings, **extra},
+        context={"values": kept, "error": error, "settings": settings, **extra},
         status_code=status_code,
     )
 
@@ -104,7 +147,12 @@ class WebFormController(Controller):
     ) -> Template:
         settings = await load_settings()
         allow_framing(request, settings)
-        return form_page(settings, {"source": source or settings.source})
+        try:
+            chosen = form_source(settings, source or "")
+        except FieldError as error:
+            logger.info("web form shown with an unknown source source=%r", source)
+            return form_page(settings, {}, error, status_code=400)
+        return form_page(settings, {"source": chosen})
 
     @post("/", exclude_from_auth=True, opt={"permission": PUBLIC}, status_code=200)
     async def submit(
@@ -128,13 +176,23 @@ class WebFormController(Controller):
             # The response looks like a success, so the bot learns nothing.
             logger.info("web form honeypot filled, nothing stored address=%s", address)
             return success(settings)
-        values = {name: data.get(name) or "" for name in STANDARD_FIELDS}
-        values["source"] = values["source"] or settings.source
+        try:
+            check_single_values(data)
+            values = {name: data.get(name) or "" for name in STANDARD_FIELDS}
+            values["source"] = form_source(settings, values["source"])
+            answers = form_answers(settings, data)
+        except FieldError as error:
+            logger.info(
+                "web form rejected: not this form's fields address=%s field=%s",
+                address,
+                error.field,
+            )
+            return form_page(settings, data, error, status_code=400)
         try:
             owner = await form_owner(settings)
             if owner is not None:
                 values["owner"] = str(owner)
-            submission = await submit_form(values, form_answers(data))
+            submission = await submit_form(values, answers)
         except FieldError as error:
             logger.info(
                 "web form rejected address=%s field=%s: %s", address, error.field, error

@@ -1,6 +1,7 @@
 """The web-to-lead form's settings, which administrators set to embed the form.
 
-They name the source new leads get, who owns them, which fields the form
+They name the source new leads get and the other sources a posted form may
+name. They also set who owns the leads, which fields and questions the form
 shows, where a visitor goes after sending it, and which other sites' pages
 may show it in a frame.
 """
@@ -30,6 +31,7 @@ DEFAULT_QUESTIONS = ("What matters most to you",)
 MAX_QUESTIONS = 20
 MAX_QUESTION_LENGTH = 120
 MAX_ORIGINS = 20
+MAX_SOURCES = 20
 MAX_SOURCE_LENGTH = 120
 MAX_URL_LENGTH = 2000
 
@@ -43,6 +45,13 @@ class FormSettings:
     questions: tuple[str, ...] = DEFAULT_QUESTIONS
     redirect_url: str = ""
     allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    # Sources a posted form may name instead of ``source``.
+    sources: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def accepted_sources(self) -> tuple[str, ...]:
+        """Return every source a submission may name: the label, then the others."""
+        return (self.source, *self.sources)
 
     def frame_ancestors(self) -> str:
         """Return the CSP frame-ancestors sources: the allowed origins or 'none'."""
@@ -78,6 +87,7 @@ async def load_settings() -> FormSettings:
         questions=decode_list(row["questions"]),
         redirect_url=row["redirect_url"],
         allowed_origins=decode_list(row["allowed_origins"]),
+        sources=decode_list(row["sources"]),
     )
 
 
@@ -147,6 +157,17 @@ def parse_questions(raw: Any) -> list[str]:
     return list(dict.fromkeys(checked))
 
 
+def parse_sources(raw: Any, source: str) -> list[str]:
+    """Check the other sources, one per line, leaving out the source label."""
+    sources = [
+        fields.text("sources", line, max_length=MAX_SOURCE_LENGTH)
+        for line in parse_lines(raw)
+    ]
+    if len(sources) > MAX_SOURCES:
+        raise FieldError("sources", len(sources), f"has more than {MAX_SOURCES} lines")
+    return [name for name in dict.fromkeys(sources) if name != source]
+
+
 async def parse_settings(data: dict[str, Any]) -> dict[str, Any]:
     """Check submitted settings; raises FieldError naming the field and value."""
     source = fields.text(
@@ -171,6 +192,7 @@ async def parse_settings(data: dict[str, Any]) -> dict[str, Any]:
         "questions": parse_questions(data.get("questions")),
         "redirect_url": parse_redirect(data.get("redirect_url")),
         "allowed_origins": list(dict.fromkeys(origins)),
+        "sources": parse_sources(data.get("sources"), source),
     }
 
 
@@ -197,17 +219,20 @@ async def save_settings(data: dict[str, Any], actor_id: int | None) -> FormSetti
         "fields": msgspec.json.encode(values["fields"]).decode(),
         "questions": msgspec.json.encode(values["questions"]).decode(),
         "allowed_origins": msgspec.json.encode(values["allowed_origins"]).decode(),
+        "sources": msgspec.json.encode(values["sources"]).decode(),
     }
     async with change_set(actor_id) as changes:
         await WebFormSettings.raw(
             "INSERT INTO web_form_settings (id, source, default_owner, default_team, "
-            "fields, questions, redirect_url, allowed_origins, updated_at) "
-            "VALUES ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}, {}::jsonb, now()) "
+            "fields, questions, redirect_url, allowed_origins, sources, updated_at) "
+            "VALUES ({}, {}, {}, {}, {}::jsonb, {}::jsonb, {}, {}::jsonb, {}::jsonb, "
+            "now()) "
             "ON CONFLICT (id) DO UPDATE SET source = EXCLUDED.source, "
             "default_owner = EXCLUDED.default_owner, "
             "default_team = EXCLUDED.default_team, fields = EXCLUDED.fields, "
             "questions = EXCLUDED.questions, redirect_url = EXCLUDED.redirect_url, "
-            "allowed_origins = EXCLUDED.allowed_origins, updated_at = now()",
+            "allowed_origins = EXCLUDED.allowed_origins, sources = EXCLUDED.sources, "
+            "updated_at = now()",
             SETTINGS_ID,
             stored["source"],
             stored["default_owner"],
@@ -216,6 +241,7 @@ async def save_settings(data: dict[str, Any], actor_id: int | None) -> FormSetti
             stored["questions"],
             stored["redirect_url"],
             stored["allowed_origins"],
+            stored["sources"],
         )
         changes.add(
             "web_form.updated",

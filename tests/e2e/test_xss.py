@@ -729,7 +729,10 @@ async def test_area_pages_with_payloads_run_no_script(
     for path in area_paths(seeded, seeded_areas):
         result = await check_page(page, path)
 
-        assert result["status"] == 200, path
+        # The web form rejects a source it was not set up with, and its
+        # message shows the source back.
+        expected = 400 if path.startswith("/forms/lead?") else 200
+        assert result["status"] == expected, path
         if path in TAGGED_LISTS:
             # The seeded names are on the page, so their payloads were there.
             assert tag in result["text"], path

@@ -21,7 +21,8 @@ from app.errors import FieldError
 from app.events.tables import Event
 from app.imports.service import run_import
 from app.leads.service import convert_lead, create_lead, update_lead
-from app.leads.tables import Lead, LeadActivity
+from app.leads.tables import Lead, LeadActivity, WebFormSettings
+from app.leads.webform_settings import save_settings
 from app.merge import Edit
 from app.workflows.jobs import close_queue
 from tests.browserless import Session
@@ -49,6 +50,21 @@ async def rescoring_queue() -> AsyncIterator[None]:
     """Close the queue connection that services open to queue rescoring."""
     yield
     await close_queue()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def form_questions() -> AsyncIterator[None]:
+    """Ask the web form's visitors about budget and timeline, for one test."""
+    await save_settings(
+        {
+            "source": "Web form",
+            "fields": ["name", "company"],
+            "questions": "Budget\nTimeline",
+        },
+        None,
+    )
+    yield
+    await WebFormSettings.delete(force=True)
 
 
 async def lead_row(lead_id: int) -> dict:
@@ -200,8 +216,8 @@ async def test_web_form_creates_lead_with_answers(
             "name": "Form Person",
             "email": email,
             "company": "Form Co",
-            "source": "Partner site",
-            "answer.Budget": "Medium",
+            "source": "Web form",
+            "answer.What matters most to you": "Medium",
             "website": "",
         },
         headers={"x-forwarded-for": "198.51.100.10"},
@@ -213,11 +229,11 @@ async def test_web_form_creates_lead_with_answers(
     assert response.status_code == 200
     assert "Thank you" in response.text
     assert lead is not None
-    assert lead["source"] == "Partner site"
+    assert lead["source"] == "Web form"
     answers = lead["answers"]
     if isinstance(answers, str):
         answers = msgspec.json.decode(answers)
-    assert answers == {"Budget": "Medium"}
+    assert answers == {"What matters most to you": "Medium"}
     activities = await LeadActivity.select(
         LeadActivity.kind, LeadActivity.detail
     ).where(LeadActivity.lead == lead["id"])
@@ -226,7 +242,7 @@ async def test_web_form_creates_lead_with_answers(
     detail = activities[0]["detail"]
     assert "name: Form Person" in detail
     assert "company: Form Co" in detail
-    assert "Budget: Medium" in detail
+    assert "What matters most to you: Medium" in detail
     assert "source:" not in detail
 
 
@@ -398,7 +414,7 @@ def decoded(answers: Any) -> dict:
 
 
 async def test_web_form_same_email_adds_to_open_lead(
-    client: httpx.AsyncClient,
+    client: httpx.AsyncClient, form_questions: None
 ) -> None:
     user = await make_user("sales_manager")
     email = f"{uuid.uuid4().hex[:10]}@again.example"

@@ -1,5 +1,6 @@
 """The web-to-lead form's admin settings: validation, framing headers, the
-default owner and the redirect after a submission."""
+default owner, the redirect after a submission, and the sources and
+questions a submission may name."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def settings_form(**changes: str | list[str]) -> dict[str, str | list[str]]:
         "questions": "Budget\nTimeline",
         "redirect_url": REDIRECT_URL,
         "allowed_origins": f"{EMBEDDING_ORIGIN}\nhttps://www.example.com/",
+        "sources": "Fair stand\nNewsletter",
         **changes,
     }
 
@@ -81,6 +83,8 @@ def directive(policy: str, name: str) -> str | None:
         ({"source": ""}, "source"),
         ({"default_owner": "999999999"}, "default_owner"),
         ({"questions": "x" * 121}, "questions"),
+        ({"sources": "x" * 121}, "sources"),
+        ({"sources": "\n".join(f"Source {n}" for n in range(21))}, "sources"),
     ],
 )
 async def test_settings_reject_invalid_value(changes: dict, field: str) -> None:
@@ -102,6 +106,16 @@ async def test_settings_normalise_origins() -> None:
     assert saved.frame_ancestors() == f"https://www.example.com {EMBEDDING_ORIGIN}"
     assert saved.questions == ("Budget", "Timeline")
     assert saved.redirect_url == REDIRECT_URL
+
+
+async def test_settings_keep_other_sources_once() -> None:
+    saved = await save_settings(
+        settings_form(sources="Newsletter\n Partner site \nNewsletter\n\nFair"),
+        None,
+    )
+
+    assert saved.sources == ("Newsletter", "Fair")
+    assert saved.accepted_sources == ("Partner site", "Newsletter", "Fair")
 
 
 async def test_only_form_route_may_be_framed(server: WebServer) -> None:
@@ -220,3 +234,104 @@ async def test_admin_page_shows_embed_code(server: WebServer) -> None:
     assert manager_page.status_code == 403
     assert manager_post.status_code == 403
     assert (await load_settings()).source == "Fair stand"
+
+
+def visitor() -> dict[str, str]:
+    """Return headers from a new client address, clear of the rate limit."""
+    return {"x-forwarded-for": f"198.51.100.{uuid.uuid4().int % 250 + 1}"}
+
+
+# A submission's changes from a valid one, the rejected field and a part of
+# the message that names it and its value.
+NOT_THIS_FORM = [
+    pytest.param(
+        {"source": "Elsewhere"},
+        "source",
+        "Source &#39;Elsewhere&#39; is not a source of this form",
+        id="unknown-source",
+    ),
+    pytest.param(
+        {"answer.Salary": "High"},
+        "answer.Salary",
+        "Question &#39;Salary&#39; is not one of this form&#39;s questions.",
+        id="unknown-question",
+    ),
+    pytest.param(
+        {"answer.Budget ": "10k"},
+        "answer.Budget ",
+        "Question &#39;Budget &#39; is not one of this form&#39;s questions.",
+        id="question-with-space",
+    ),
+    pytest.param(
+        {"name": ["Vi", "Sitor"]},
+        "name",
+        "Name is sent more than once, but takes one value.",
+        id="repeated-field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "field", "message"), NOT_THIS_FORM)
+async def test_submission_outside_form_stores_nothing(
+    server: WebServer, changes: dict[str, str | list[str]], field: str, message: str
+) -> None:
+    await save_settings(settings_form(redirect_url=""), None)
+    email = f"{uuid.uuid4().hex[:10]}@outside.example"
+    submitted = {
+        "email": email,
+        "name": "Vi Sitor",
+        "source": "Partner site",
+        "answer.Budget": "10k",
+        **changes,
+    }
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        response = await client.post("/forms/lead", data=submitted, headers=visitor())
+
+    assert response.status_code == 400
+    assert f'data-field="{field}"' in response.text
+    assert message in response.text
+    # The form shown again is this form, keeping what the visitor typed.
+    assert 'name="source" value="Partner site"' in response.text
+    assert f'value="{email}"' in response.text
+    assert not await Lead.exists().where(Lead.email == email)
+
+
+async def test_submission_may_name_other_source(server: WebServer) -> None:
+    await save_settings(settings_form(redirect_url=""), None)
+    email = f"{uuid.uuid4().hex[:10]}@newsletter.example"
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        form = await client.get("/forms/lead", params={"source": "Newsletter"})
+        sent = await client.post(
+            "/forms/lead",
+            data={"email": email, "source": "Newsletter", "answer.Timeline": "Q3"},
+            headers=visitor(),
+        )
+        unnamed = await client.post(
+            "/forms/lead", data={"email": f"plain-{email}"}, headers=visitor()
+        )
+
+    lead = await Lead.select().where(Lead.email == email).first()
+    plain = await Lead.select().where(Lead.email == f"plain-{email}").first()
+    assert form.status_code == 200
+    assert 'name="source" value="Newsletter"' in form.text
+    assert sent.status_code == 200
+    assert lead is not None
+    assert lead["source"] == "Newsletter"
+    assert msgspec.json.decode(lead["answers"]) == {"Timeline": "Q3"}
+    assert unnamed.status_code == 200
+    assert plain is not None
+    assert plain["source"] == "Partner site"
+
+
+async def test_form_page_rejects_unknown_source(server: WebServer) -> None:
+    await save_settings(settings_form(), None)
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        form = await client.get("/forms/lead", params={"source": "Elsewhere"})
+
+    assert form.status_code == 400
+    assert 'data-field="source"' in form.text
+    assert "Source &#39;Elsewhere&#39; is not a source of this form" in form.text
+    assert 'name="source" value="Partner site"' in form.text
