@@ -1,11 +1,14 @@
-"""Offset paging and text search for list pages: page numbers, links, patterns."""
+"""Offset paging, text search and query checks for lists: page numbers, links,
+patterns, and the query parameters a list takes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
-from urllib.parse import urlencode
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from litestar.params import QueryParameter
 
 from app.errors import FieldError
 
@@ -193,3 +196,61 @@ def contains_pattern(text: str) -> str:
     """
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def check_query(
+    raw_query: str, allowed: Collection[str], *, place: str, allow_empty: bool
+) -> None:
+    """Raise FieldError for a query parameter that is not in ``allowed``, that
+    is given more than once, or that is empty unless ``allow_empty``.
+
+    A list reads one value per parameter, so ignoring a misspelt filter, or
+    all but one of its values, would show a list other than the one asked
+    for. ``place`` is what the message says takes the parameters ("page").
+    """
+    seen: set[str] = set()
+    for name, value in parse_qsl(raw_query, keep_blank_values=True):
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise FieldError(
+                name, value, f"is not a parameter of this {place} (it takes {known})"
+            )
+        if not value and not allow_empty:
+            raise FieldError(
+                name, value, "is empty, so give a value or leave the parameter out"
+            )
+        if name in seen:
+            raise FieldError(name, None, "must be given at most once")
+        seen.add(name)
+
+
+def query_names(handler: Any) -> frozenset[str]:
+    """Return the names of the query parameters a route handler declares."""
+    names = _query_names.get(id(handler))
+    if names is None:
+        names = frozenset(
+            getattr(field.kwarg_definition, "name", None) or name
+            for name, field in handler.parsed_fn_signature.parameters.items()
+            if isinstance(field.kwarg_definition, QueryParameter)
+        )
+        _query_names[id(handler)] = names
+    return names
+
+
+_query_names: dict[int, frozenset[str]] = {}
+
+
+async def reject_unknown_query(request: Any) -> None:
+    """Check a list page's query before its handler runs (a ``before_request``
+    hook).
+
+    Raises FieldError, which answers 400, for a parameter the page does not
+    declare or one given twice. Empty values pass, since a filter form sends
+    its unset fields empty.
+    """
+    check_query(
+        request.scope.get("query_string", b"").decode("latin-1"),
+        query_names(request.route_handler),
+        place="page",
+        allow_empty=True,
+    )

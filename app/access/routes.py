@@ -33,7 +33,7 @@ from app.access.service import (
 from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.fields import reference
-from app.pagination import PageRequest, parse_search
+from app.pagination import PageRequest, parse_search, reject_unknown_query
 from app.web.forms import RecordId
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class AdminController(Controller):
     async def admin_home(self) -> Redirect:
         return Redirect("/admin/users")
 
-    @get("/users")
+    @get("/users", before_request=reject_unknown_query)
     async def users_page(
         self,
         q: FromQuery[str | None] = None,
@@ -165,7 +165,7 @@ class AdminController(Controller):
     async def reactivate(self, request: UserRequest, user_id: RecordId) -> Template:
         return await change_active(request, user_id, active=True)
 
-    @get("/teams")
+    @get("/teams", before_request=reject_unknown_query)
     async def teams_page(
         self, page: FromQuery[str | None] = None, size: FromQuery[str | None] = None
     ) -> Template:
@@ -182,7 +182,7 @@ class AdminController(Controller):
     ) -> Template | Redirect:
         return await submit_team(request, team_id)
 
-    @get("/roles")
+    @get("/roles", before_request=reject_unknown_query)
     async def roles_page(
         self, page: FromQuery[str | None] = None, size: FromQuery[str | None] = None
     ) -> Template:

@@ -23,7 +23,12 @@ from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.leads.conversion import origin_leads
 from app.merge import Conflict
-from app.pagination import PageRequest, parse_search, parse_sibling_pages
+from app.pagination import (
+    PageRequest,
+    parse_search,
+    parse_sibling_pages,
+    reject_unknown_query,
+)
 from app.people import people_choices
 from app.web.deletion import delete_context
 from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
@@ -35,7 +40,7 @@ UserRequest = Request[CurrentUser, Any, Any]
 class AccountController(Controller):
     path = "/accounts"
 
-    @get("/", opt=permission("account", "read"))
+    @get("/", opt=permission("account", "read"), before_request=reject_unknown_query)
     async def account_list(
         self,
         request: UserRequest,

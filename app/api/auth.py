@@ -12,21 +12,19 @@ import logging
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 from litestar.exceptions import (
     NotAuthorizedException,
     PermissionDeniedException,
     TooManyRequestsException,
 )
-from litestar.params import QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.common import KEY_SCOPE
 from app.api.keys import KeyHolder, check_key, mark_used
 from app.api.limits import RateLimit, count_request
 from app.auth.service import load_user
-from app.errors import FieldError
+from app.pagination import check_query, query_names
 
 logger = logging.getLogger(__name__)
 
@@ -43,45 +41,19 @@ def bearer_token(scope: Scope) -> str | None:
     return None
 
 
-def query_names(handler: Any) -> frozenset[str]:
-    """Return the names of the query parameters a route handler declares."""
-    names = _query_names.get(id(handler))
-    if names is None:
-        names = frozenset(
-            getattr(field.kwarg_definition, "name", None) or name
-            for name, field in handler.parsed_fn_signature.parameters.items()
-            if isinstance(field.kwarg_definition, QueryParameter)
-        )
-        _query_names[id(handler)] = names
-    return names
-
-
-_query_names: dict[int, frozenset[str]] = {}
-
-
-def check_query(scope: Scope) -> None:
+def check_route_query(scope: Scope) -> None:
     """Raise FieldError for a query parameter that the route does not take,
     that is empty, or that is given more than once.
 
     Every API parameter takes one value. Reading only one of several, or
     ignoring a misspelt one, would act on a request other than the one sent.
     """
-    raw = scope.get("query_string", b"").decode("latin-1")
-    allowed = query_names(scope["route_handler"])
-    seen: set[str] = set()
-    for name, value in parse_qsl(raw, keep_blank_values=True):
-        if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise FieldError(
-                name, value, f"is not a parameter of this route (it takes {known})"
-            )
-        if not value:
-            raise FieldError(
-                name, value, "is empty, so give a value or leave the parameter out"
-            )
-        if name in seen:
-            raise FieldError(name, None, "must be given at most once")
-        seen.add(name)
+    check_query(
+        scope.get("query_string", b"").decode("latin-1"),
+        query_names(scope["route_handler"]),
+        place="route",
+        allow_empty=False,
+    )
 
 
 def check_key_scope(
@@ -166,7 +138,7 @@ class ApiKeyMiddleware:
         scope["user"] = user
         scope["auth"] = holder
         if scope["type"] == "http":
-            check_query(scope)
+            check_route_query(scope)
         check_key_scope(holder, scope["route_handler"].opt, headers)
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

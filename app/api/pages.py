@@ -25,7 +25,7 @@ from app.api.keys import (
 )
 from app.auth.service import CurrentUser
 from app.errors import FieldError
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.web.forms import RecordId
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ async def keys_page(
 class ApiKeyController(Controller):
     path = "/security/api-keys"
 
-    @get("/", opt={"permission": SIGNED_IN})
+    @get("/", opt={"permission": SIGNED_IN}, before_request=reject_unknown_query)
     async def list_page(
         self,
         request: UserRequest,
@@ -118,7 +118,7 @@ class AdminApiKeyController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def user_keys(
         self, user_id: RecordId, page: FromQuery[str | None] = None
     ) -> Template:

@@ -24,7 +24,7 @@ from app.assignment.tables import STRATEGIES
 from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.fields import reference
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.web.forms import RecordId
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class AssignmentAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def teams_page(self, page: FromQuery[str | None] = None) -> Template:
         paging = PageRequest.parse(page, path="/admin/assignment")
         return Template(

@@ -19,6 +19,7 @@ from app.auth.service import CurrentUser
 from app.contacts.queries import get_contact
 from app.deals.queries import get_deal
 from app.errors import FieldError
+from app.pagination import reject_unknown_query
 from app.tickets.queries import get_ticket
 from app.web.forms import RecordId
 
@@ -38,7 +39,11 @@ RECORD_PATHS = {
 class HistoryController(Controller):
     """The history tab's fragment, one route per record page."""
 
-    @get("/deals/{record_id:int}/history", opt=permission("deal", "read"))
+    @get(
+        "/deals/{record_id:int}/history",
+        opt=permission("deal", "read"),
+        before_request=reject_unknown_query,
+    )
     async def deal_history(
         self,
         request: UserRequest,
@@ -47,7 +52,11 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "deal", record_id, before)
 
-    @get("/tickets/{record_id:int}/history", opt=permission("ticket", "read"))
+    @get(
+        "/tickets/{record_id:int}/history",
+        opt=permission("ticket", "read"),
+        before_request=reject_unknown_query,
+    )
     async def ticket_history(
         self,
         request: UserRequest,
@@ -56,7 +65,11 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "ticket", record_id, before)
 
-    @get("/accounts/{record_id:int}/history", opt=permission("account", "read"))
+    @get(
+        "/accounts/{record_id:int}/history",
+        opt=permission("account", "read"),
+        before_request=reject_unknown_query,
+    )
     async def account_history(
         self,
         request: UserRequest,
@@ -65,7 +78,11 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "account", record_id, before)
 
-    @get("/contacts/{record_id:int}/history", opt=permission("contact", "read"))
+    @get(
+        "/contacts/{record_id:int}/history",
+        opt=permission("contact", "read"),
+        before_request=reject_unknown_query,
+    )
     async def contact_history(
         self,
         request: UserRequest,
@@ -120,7 +137,7 @@ class AuditAdminController(Controller):
     path = "/admin/audit"
     guards = [admin_only]
 
-    @get("/", opt={"permission": ADMIN})
+    @get("/", opt={"permission": ADMIN}, before_request=reject_unknown_query)
     async def audit_page(
         self,
         actor: FromQuery[str | None] = None,

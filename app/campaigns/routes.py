@@ -41,7 +41,7 @@ from app.campaigns.tables import AUDIENCES
 from app.campaigns.templates import placeholder_list
 from app.campaigns.tokens import read_token
 from app.errors import FieldError, NotFound
-from app.pagination import PageRequest, parse_sibling_pages
+from app.pagination import PageRequest, parse_sibling_pages, reject_unknown_query
 from app.web.forms import RecordId
 from app.web.pages import live_context
 from app.workflows.schema import OPERATOR_LABELS
@@ -189,7 +189,7 @@ async def campaign_page(
 class CampaignController(Controller):
     path = "/campaigns"
 
-    @get("/", opt=permission("campaign", "read"))
+    @get("/", opt=permission("campaign", "read"), before_request=reject_unknown_query)
     async def campaign_list(
         self, request: UserRequest, page: FromQuery[str | None] = None
     ) -> Template:

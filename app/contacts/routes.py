@@ -22,7 +22,12 @@ from app.contacts.service import (
 from app.errors import FieldError
 from app.leads.conversion import origin_leads
 from app.merge import Conflict
-from app.pagination import PageRequest, parse_search, parse_sibling_pages
+from app.pagination import (
+    PageRequest,
+    parse_search,
+    parse_sibling_pages,
+    reject_unknown_query,
+)
 from app.people import people_choices
 from app.web.deletion import delete_context
 from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
@@ -34,7 +39,7 @@ UserRequest = Request[CurrentUser, Any, Any]
 class ContactController(Controller):
     path = "/contacts"
 
-    @get("/", opt=permission("contact", "read"))
+    @get("/", opt=permission("contact", "read"), before_request=reject_unknown_query)
     async def contact_list(
         self,
         request: UserRequest,

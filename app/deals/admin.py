@@ -19,7 +19,7 @@ from app.deals.tables import Pipeline, Stage
 from app.errors import FieldError, NotFound
 from app.events.service import change_set
 from app.fields import reference
-from app.pagination import Page, PageRequest
+from app.pagination import Page, PageRequest, reject_unknown_query
 from app.web.forms import RecordId
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class PipelineAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def pipelines_page(self, page: FromQuery[str | None] = None) -> Template:
         paging = PageRequest.parse(page, path="/admin/pipelines")
         return Template(

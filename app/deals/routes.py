@@ -35,7 +35,7 @@ from app.fields import reference
 from app.forecast.scores import stored_chance
 from app.leads.conversion import origin_leads
 from app.merge import Conflict, changed_values
-from app.pagination import parse_search
+from app.pagination import parse_search, reject_unknown_query
 from app.people import people_choices
 from app.tasks.routes import task_context
 from app.web.deletion import delete_context
@@ -65,7 +65,11 @@ class PipelineController(Controller):
             return Redirect("/import")
         return Redirect(f"/pipelines/{pipelines[0]['id']}")
 
-    @get("/{pipeline_id:int}", opt=permission("deal", "read"))
+    @get(
+        "/{pipeline_id:int}",
+        opt=permission("deal", "read"),
+        before_request=reject_unknown_query,
+    )
     async def board_page(
         self,
         request: UserRequest,
@@ -89,7 +93,11 @@ class PipelineController(Controller):
             },
         )
 
-    @get("/{pipeline_id:int}/board", opt=permission("deal", "read"))
+    @get(
+        "/{pipeline_id:int}/board",
+        opt=permission("deal", "read"),
+        before_request=reject_unknown_query,
+    )
     async def board_fragment(
         self,
         request: UserRequest,
@@ -113,6 +121,7 @@ class PipelineController(Controller):
     @get(
         "/{pipeline_id:int}/stages/{stage_id:int}/cards",
         opt=permission("deal", "read"),
+        before_request=reject_unknown_query,
     )
     async def column_page(
         self,

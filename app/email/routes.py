@@ -40,7 +40,7 @@ from app.email.templates import (
 )
 from app.errors import FieldError, NotFound
 from app.fields import reference
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.web.forms import FormData, RecordId
 
 logger = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ class ReplyTemplateAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def templates_page(
         self, page: FromQuery[str | None] = None, edit: FromQuery[str | None] = None
     ) -> Template:

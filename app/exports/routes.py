@@ -32,7 +32,7 @@ from app.exports.queries import (
     visible_columns,
 )
 from app.leads.queries import LeadFilter
-from app.pagination import parse_search
+from app.pagination import parse_search, reject_unknown_query
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,11 @@ FILE_NAMES = {
 class ExportController(Controller):
     path = "/exports"
 
-    @get("/deals.csv", opt=permission("deal", "read"))
+    @get(
+        "/deals.csv",
+        opt=permission("deal", "read"),
+        before_request=reject_unknown_query,
+    )
     async def deals(
         self,
         request: UserRequest,
@@ -78,7 +82,11 @@ class ExportController(Controller):
         deal_filter.check_visible(request.user.access)
         return await export_response(request, "deal", ExportFilter(deals=deal_filter))
 
-    @get("/tickets.csv", opt=permission("ticket", "read"))
+    @get(
+        "/tickets.csv",
+        opt=permission("ticket", "read"),
+        before_request=reject_unknown_query,
+    )
     async def tickets(
         self,
         request: UserRequest,
@@ -88,21 +96,33 @@ class ExportController(Controller):
         export_filter = ExportFilter(board=BoardFilter.parse(person, team))
         return await export_response(request, "ticket", export_filter)
 
-    @get("/accounts.csv", opt=permission("account", "read"))
+    @get(
+        "/accounts.csv",
+        opt=permission("account", "read"),
+        before_request=reject_unknown_query,
+    )
     async def accounts(
         self, request: UserRequest, q: FromQuery[str | None] = None
     ) -> Stream:
         export_filter = ExportFilter(search=parse_search(q))
         return await export_response(request, "account", export_filter)
 
-    @get("/contacts.csv", opt=permission("contact", "read"))
+    @get(
+        "/contacts.csv",
+        opt=permission("contact", "read"),
+        before_request=reject_unknown_query,
+    )
     async def contacts(
         self, request: UserRequest, q: FromQuery[str | None] = None
     ) -> Stream:
         export_filter = ExportFilter(search=parse_search(q))
         return await export_response(request, "contact", export_filter)
 
-    @get("/leads.csv", opt=permission("lead", "read"))
+    @get(
+        "/leads.csv",
+        opt=permission("lead", "read"),
+        before_request=reject_unknown_query,
+    )
     async def leads(
         self,
         request: UserRequest,
@@ -114,11 +134,19 @@ class ExportController(Controller):
         lead_filter = LeadFilter.parse(parse_search(q), status, source, owner, None)
         return await export_response(request, "lead", ExportFilter(leads=lead_filter))
 
-    @get("/lead-board.csv", opt=permission("lead", "read"))
+    @get(
+        "/lead-board.csv",
+        opt=permission("lead", "read"),
+        before_request=reject_unknown_query,
+    )
     async def lead_board(self, request: UserRequest) -> Stream:
         return await export_response(request, "lead_board", ExportFilter())
 
-    @get("/campaigns.csv", opt=permission("campaign", "read"))
+    @get(
+        "/campaigns.csv",
+        opt=permission("campaign", "read"),
+        before_request=reject_unknown_query,
+    )
     async def campaigns(self, request: UserRequest) -> Stream:
         return await export_response(request, "campaign", ExportFilter())
 

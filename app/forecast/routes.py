@@ -20,7 +20,7 @@ from app.forecast import service
 from app.forecast.chart import build_chart
 from app.forecast.figures import Period
 from app.forecast.live import FORECAST_KEY
-from app.pagination import Page, PageRequest
+from app.pagination import Page, PageRequest, reject_unknown_query
 from app.people import people_choices
 from app.web.forms import FormData
 from app.web.pages import live_context
@@ -113,7 +113,7 @@ class ForecastController(Controller):
     path = "/forecast"
     opt = {"permission": FORECAST}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def forecast_page(
         self,
         request: UserRequest,
@@ -151,7 +151,7 @@ class ForecastController(Controller):
             },
         )
 
-    @get("/totals")
+    @get("/totals", before_request=reject_unknown_query)
     async def totals_fragment(
         self,
         request: UserRequest,
@@ -182,14 +182,14 @@ class QuotaAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def quotas_page(
         self, period: FromQuery[str | None] = None, page: FromQuery[str | None] = None
     ) -> Template:
-        return Template(
-            "forecast/quotas.html",
-            context=await quota_context(period, page, None, {}),
-        )
+        context = await quota_context(period, page, None, {})
+        # The period is in the URL, so an invalid one makes a bad request.
+        status = 400 if context["error"] else 200
+        return Template("forecast/quotas.html", context=context, status_code=status)
 
     @post("/")
     async def save_quota(

@@ -33,7 +33,7 @@ from app.leads.service import (
 )
 from app.leads.tables import STATUSES
 from app.merge import Conflict, Edit
-from app.pagination import PageRequest, parse_search
+from app.pagination import PageRequest, parse_search, reject_unknown_query
 from app.people import people_choices
 from app.web.forms import EditForm, FormData, RecordId, edit_form_state, form_fields
 from app.web.pages import live_context
@@ -48,7 +48,7 @@ CONVERSION_NEEDS = ("contact", "account", "deal")
 class LeadBoardController(Controller):
     path = "/leads"
 
-    @get("/board", opt=permission("lead", "read"))
+    @get("/board", opt=permission("lead", "read"), before_request=reject_unknown_query)
     async def board_page(self, request: UserRequest) -> Template:
         access = request.user.access
         live = await live_context(["lead-board"])
@@ -61,7 +61,11 @@ class LeadBoardController(Controller):
             },
         )
 
-    @get("/board/fragment", opt=permission("lead", "read"))
+    @get(
+        "/board/fragment",
+        opt=permission("lead", "read"),
+        before_request=reject_unknown_query,
+    )
     async def board_fragment(self, request: UserRequest) -> Template:
         access = request.user.access
         return Template(
@@ -69,7 +73,11 @@ class LeadBoardController(Controller):
             context={"board": await queries.get_lead_board(access), "access": access},
         )
 
-    @get("/board/columns/{status:str}", opt=permission("lead", "read"))
+    @get(
+        "/board/columns/{status:str}",
+        opt=permission("lead", "read"),
+        before_request=reject_unknown_query,
+    )
     async def column_page(
         self,
         request: UserRequest,
@@ -127,7 +135,7 @@ class LeadBoardController(Controller):
 class LeadController(Controller):
     path = "/leads"
 
-    @get("/", opt=permission("lead", "read"))
+    @get("/", opt=permission("lead", "read"), before_request=reject_unknown_query)
     async def lead_list(
         self,
         request: UserRequest,

@@ -12,7 +12,8 @@ from litestar.response import Redirect, Template
 from app.access.guards import ADMIN, admin_only
 from app.auth.service import CurrentUser
 from app.errors import FieldError
-from app.pagination import PageRequest
+from app.fields import choice
+from app.pagination import PageRequest, reject_unknown_query
 from app.scoring.admin import add_rule, delete_rule, list_models, list_rules
 from app.scoring.rules import LEAD_FIELDS
 from app.scoring.service import MODEL_WEIGHT
@@ -31,13 +32,15 @@ class ScoringAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def scoring_page(
         self,
         rules_page: FromQuery[str | None] = None,
         models_page: FromQuery[str | None] = None,
         queued: FromQuery[str | None] = None,
     ) -> Template:
+        if queued:
+            choice("queued", queued, ("training",))
         return Template(
             "scoring/admin.html",
             context=await page_context(rules_page, models_page, {}, None, queued),

@@ -17,7 +17,7 @@ from app.accounts.service import TIERS
 from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.fields import reference
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.sla.calendars import (
     WEEKDAYS,
     format_hours_text,
@@ -101,7 +101,7 @@ class SlaAdminController(Controller):
     async def sla_home(self) -> Redirect:
         return Redirect("/admin/sla/calendars")
 
-    @get("/calendars")
+    @get("/calendars", before_request=reject_unknown_query)
     async def calendars_page(self, page: FromQuery[str | None] = None) -> Template:
         paging = PageRequest.parse(page, path="/admin/sla/calendars")
         return Template(
@@ -135,7 +135,7 @@ class SlaAdminController(Controller):
     ) -> Template | Redirect:
         return await submit_calendar(request, calendar_id)
 
-    @get("/policies")
+    @get("/policies", before_request=reject_unknown_query)
     async def policies_page(self, page: FromQuery[str | None] = None) -> Template:
         paging = PageRequest.parse(page, path="/admin/sla/policies")
         return Template(
@@ -261,7 +261,9 @@ async def submit_policy(
 class SlaReportController(Controller):
     path = "/sla"
 
-    @get("/report", opt=permission("ticket", "read"))
+    @get(
+        "/report", opt=permission("ticket", "read"), before_request=reject_unknown_query
+    )
     async def report_page(
         self,
         request: UserRequest,

@@ -13,7 +13,8 @@ from app.access.guards import SIGNED_IN, permission
 from app.access.permissions import Access
 from app.access.scopes import permits_record
 from app.auth.service import CurrentUser
-from app.pagination import PageRequest
+from app.fields import choice
+from app.pagination import PageRequest, reject_unknown_query
 from app.tasks.service import my_tasks, record_tasks, set_done
 from app.web.forms import FormData, RecordId
 
@@ -67,7 +68,7 @@ def readable_parent(access: Access, task: dict[str, Any]) -> bool:
 class TaskController(Controller):
     path = "/"
 
-    @get("/tasks", opt={"permission": SIGNED_IN})
+    @get("/tasks", opt={"permission": SIGNED_IN}, before_request=reject_unknown_query)
     async def my_tasks_page(
         self,
         request: UserRequest,
@@ -76,7 +77,9 @@ class TaskController(Controller):
         show: FromQuery[str | None] = None,
     ) -> Template:
         """List the viewer's tasks, open ones by due time; ``show=all`` adds done."""
-        include_done = show == "all"
+        include_done = False
+        if show:
+            include_done = choice("show", show, ("all",)) == "all"
         paging = PageRequest.parse(
             page, size, path="/tasks", keep={"show": "all" if include_done else None}
         )

@@ -17,6 +17,7 @@ from app.comments.pages import comment_context, post_comment
 from app.email.routes import ticket_email_context
 from app.errors import EditConflict, FieldError
 from app.merge import Conflict
+from app.pagination import reject_unknown_query
 from app.people import people_choices
 from app.tasks.routes import task_context
 from app.tickets import queries
@@ -45,7 +46,7 @@ QUICK_FIELDS = ("status", "priority", "assignee")
 class TicketBoardController(Controller):
     path = "/tickets"
 
-    @get("/", opt=permission("ticket", "read"))
+    @get("/", opt=permission("ticket", "read"), before_request=reject_unknown_query)
     async def board_page(
         self,
         request: UserRequest,
@@ -65,7 +66,9 @@ class TicketBoardController(Controller):
             },
         )
 
-    @get("/board", opt=permission("ticket", "read"))
+    @get(
+        "/board", opt=permission("ticket", "read"), before_request=reject_unknown_query
+    )
     async def board_fragment(
         self,
         request: UserRequest,
@@ -78,7 +81,11 @@ class TicketBoardController(Controller):
             "tickets/_board.html", context={"board": board, "access": access}
         )
 
-    @get("/columns/{status:str}", opt=permission("ticket", "read"))
+    @get(
+        "/columns/{status:str}",
+        opt=permission("ticket", "read"),
+        before_request=reject_unknown_query,
+    )
     async def column_page(
         self,
         request: UserRequest,

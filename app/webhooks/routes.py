@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from app.access.guards import ADMIN, admin_only
 from app.auth.service import CurrentUser
 from app.errors import FieldError
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.web.forms import RecordId
 from app.webhooks.outbox import EVENT_TYPES
 from app.webhooks.service import (
@@ -160,7 +160,7 @@ class WebhookAdminController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def list_page(self, page: FromQuery[str | None] = None) -> Template:
         """List the endpoints with their state and pending messages."""
         paging = PageRequest.parse(

@@ -16,7 +16,7 @@ from app.auth.service import CurrentUser
 from app.email.templates import template_choices
 from app.errors import FieldError, NotFound, VersionMismatch
 from app.fields import reference
-from app.pagination import PageRequest
+from app.pagination import PageRequest, reject_unknown_query
 from app.web.pages import live_context
 from app.web.security import safe_next
 from app.workflows import service
@@ -79,17 +79,18 @@ class WorkflowController(Controller):
     guards = [admin_only]
     opt = {"permission": ADMIN}
 
-    @get("/")
+    @get("/", before_request=reject_unknown_query)
     async def rules_page(
         self,
         object_type: FromQuery[str | None] = None,
         page: FromQuery[str | None] = None,
         size: FromQuery[str | None] = None,
-        deleted: FromQuery[int | None] = None,
+        deleted: FromQuery[str | None] = None,
     ) -> Template:
         """List the rules of one object type; ``deleted`` names the rule
         whose deletion led here."""
         kind = object_type_of(object_type)
+        deleted_id = reference("deleted", deleted)
         paging = PageRequest.parse(
             page, size, path="/admin/workflows", keep={"object_type": kind}
         )
@@ -100,7 +101,7 @@ class WorkflowController(Controller):
                 "object_type": kind,
                 "object_types": list(RECORD_TYPES.values()),
                 "triggers": TRIGGER_LABELS,
-                "deleted": deleted,
+                "deleted": deleted_id,
                 "section": "admin",
             },
         )
