@@ -206,7 +206,7 @@ def check_query(
 
     A list reads one value per parameter, so ignoring a misspelt filter, or
     all but one of its values, would show a list other than the one asked
-    for. ``place`` is what the message says takes the parameters ("page").
+    for. ``place`` names what takes the parameters in the message ("page").
     """
     seen: set[str] = set()
     for name, value in parse_qsl(raw_query, keep_blank_values=True):
@@ -244,9 +244,9 @@ async def reject_unknown_query(request: Any) -> None:
     """Check a list page's query before its handler runs (a ``before_request``
     hook).
 
-    Raises FieldError, which answers 400, for a parameter the page does not
-    declare or one given twice. Empty values pass, since a filter form sends
-    its unset fields empty.
+    Raises FieldError, which the error handlers turn into a 400, for a
+    parameter the page does not declare or one given twice. Empty values
+    pass, since a filter form sends its unset fields empty.
     """
     check_query(
         request.scope.get("query_string", b"").decode("latin-1"),

@@ -1,9 +1,9 @@
 """List pages and API list routes reject an invalid query parameter with 400,
 naming the parameter and its value, instead of showing an unfiltered list.
 
-Pages answer with the error page (or their inline error), and htmx requests
-with a toast. The API answers with problem details whose ``field`` and
-``value`` members name the parameter and its value.
+Pages return the error page (or their inline error), and htmx requests get
+a toast. The API returns problem details whose ``field`` and ``value``
+members name the parameter and its value.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ async def world(server) -> AsyncIterator[World]:
     await WorkflowRule.delete().where(WorkflowRule.id == rule_id)
 
 
-def not_taken(place: str, taken: str) -> str:
-    return f"is not a parameter of this {place} (it takes {taken})"
+def not_taken(place: str, parameters: str) -> str:
+    return f"is not a parameter of this {place} (it takes {parameters})"
 
 
 # A page, its query, the parameter's label and value as the message shows
