@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+from litestar import Request
 from litestar.params import QueryParameter
 
 from app.errors import FieldError
@@ -240,7 +241,7 @@ def query_names(handler: Any) -> frozenset[str]:
 _query_names: dict[int, frozenset[str]] = {}
 
 
-async def reject_unknown_query(request: Any) -> None:
+async def reject_unknown_query(request: Request[Any, Any, Any]) -> None:
     """Check a list page's query before its handler runs (a ``before_request``
     hook).
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app.api.keys import SCOPED_TYPES
 from app.workflows.service import save_rule
 from app.workflows.tables import WorkflowRule
 from tests.browserless import Session
@@ -26,19 +27,7 @@ from tests.integration.test_api import bearer, new_key
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 PROBLEM_JSON = "application/problem+json"
-EVERY_SCOPE = {
-    name: "write"
-    for name in (
-        "account",
-        "contact",
-        "deal",
-        "ticket",
-        "lead",
-        "comment",
-        "campaign",
-        "workflow_rule",
-    )
-}
+EVERY_SCOPE = {name: "write" for name in SCOPED_TYPES}
 
 
 @dataclass
