@@ -39,11 +39,9 @@ RECORD_PATHS = {
 class HistoryController(Controller):
     """The history tab's fragment, one route per record page."""
 
-    @get(
-        "/deals/{record_id:int}/history",
-        opt=permission("deal", "read"),
-        before_request=reject_unknown_query,
-    )
+    before_request = staticmethod(reject_unknown_query)
+
+    @get("/deals/{record_id:int}/history", opt=permission("deal", "read"))
     async def deal_history(
         self,
         request: UserRequest,
@@ -52,11 +50,7 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "deal", record_id, before)
 
-    @get(
-        "/tickets/{record_id:int}/history",
-        opt=permission("ticket", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/tickets/{record_id:int}/history", opt=permission("ticket", "read"))
     async def ticket_history(
         self,
         request: UserRequest,
@@ -65,11 +59,7 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "ticket", record_id, before)
 
-    @get(
-        "/accounts/{record_id:int}/history",
-        opt=permission("account", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/accounts/{record_id:int}/history", opt=permission("account", "read"))
     async def account_history(
         self,
         request: UserRequest,
@@ -78,11 +68,7 @@ class HistoryController(Controller):
     ) -> Template:
         return await history_fragment(request, "account", record_id, before)
 
-    @get(
-        "/contacts/{record_id:int}/history",
-        opt=permission("contact", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/contacts/{record_id:int}/history", opt=permission("contact", "read"))
     async def contact_history(
         self,
         request: UserRequest,

@@ -50,12 +50,9 @@ FILE_NAMES = {
 
 class ExportController(Controller):
     path = "/exports"
+    before_request = staticmethod(reject_unknown_query)
 
-    @get(
-        "/deals.csv",
-        opt=permission("deal", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/deals.csv", opt=permission("deal", "read"))
     async def deals(
         self,
         request: UserRequest,
@@ -82,11 +79,7 @@ class ExportController(Controller):
         deal_filter.check_visible(request.user.access)
         return await export_response(request, "deal", ExportFilter(deals=deal_filter))
 
-    @get(
-        "/tickets.csv",
-        opt=permission("ticket", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/tickets.csv", opt=permission("ticket", "read"))
     async def tickets(
         self,
         request: UserRequest,
@@ -96,33 +89,21 @@ class ExportController(Controller):
         export_filter = ExportFilter(board=BoardFilter.parse(person, team))
         return await export_response(request, "ticket", export_filter)
 
-    @get(
-        "/accounts.csv",
-        opt=permission("account", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/accounts.csv", opt=permission("account", "read"))
     async def accounts(
         self, request: UserRequest, q: FromQuery[str | None] = None
     ) -> Stream:
         export_filter = ExportFilter(search=parse_search(q))
         return await export_response(request, "account", export_filter)
 
-    @get(
-        "/contacts.csv",
-        opt=permission("contact", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/contacts.csv", opt=permission("contact", "read"))
     async def contacts(
         self, request: UserRequest, q: FromQuery[str | None] = None
     ) -> Stream:
         export_filter = ExportFilter(search=parse_search(q))
         return await export_response(request, "contact", export_filter)
 
-    @get(
-        "/leads.csv",
-        opt=permission("lead", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/leads.csv", opt=permission("lead", "read"))
     async def leads(
         self,
         request: UserRequest,
@@ -134,19 +115,11 @@ class ExportController(Controller):
         lead_filter = LeadFilter.parse(parse_search(q), status, source, owner, None)
         return await export_response(request, "lead", ExportFilter(leads=lead_filter))
 
-    @get(
-        "/lead-board.csv",
-        opt=permission("lead", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/lead-board.csv", opt=permission("lead", "read"))
     async def lead_board(self, request: UserRequest) -> Stream:
         return await export_response(request, "lead_board", ExportFilter())
 
-    @get(
-        "/campaigns.csv",
-        opt=permission("campaign", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/campaigns.csv", opt=permission("campaign", "read"))
     async def campaigns(self, request: UserRequest) -> Stream:
         return await export_response(request, "campaign", ExportFilter())
 

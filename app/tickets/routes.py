@@ -45,8 +45,9 @@ QUICK_FIELDS = ("status", "priority", "assignee")
 
 class TicketBoardController(Controller):
     path = "/tickets"
+    before_request = staticmethod(reject_unknown_query)
 
-    @get("/", opt=permission("ticket", "read"), before_request=reject_unknown_query)
+    @get("/", opt=permission("ticket", "read"))
     async def board_page(
         self,
         request: UserRequest,
@@ -66,9 +67,7 @@ class TicketBoardController(Controller):
             },
         )
 
-    @get(
-        "/board", opt=permission("ticket", "read"), before_request=reject_unknown_query
-    )
+    @get("/board", opt=permission("ticket", "read"))
     async def board_fragment(
         self,
         request: UserRequest,
@@ -81,11 +80,7 @@ class TicketBoardController(Controller):
             "tickets/_board.html", context={"board": board, "access": access}
         )
 
-    @get(
-        "/columns/{status:str}",
-        opt=permission("ticket", "read"),
-        before_request=reject_unknown_query,
-    )
+    @get("/columns/{status:str}", opt=permission("ticket", "read"))
     async def column_page(
         self,
         request: UserRequest,

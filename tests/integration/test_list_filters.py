@@ -175,6 +175,7 @@ PAGES = [
     ("/exports/leads.csv", {"status": "won"}, "Status 'won'", "must be one of new"),
     ("/exports/deals.csv", {"person": "x"}, "Person 'x'", "is not a valid id"),
     ("/deals/{deal}/history", {"before": "x"}, "Before 'x'", "must be a whole number"),
+    ("/deals/{deal}/history", {"page": "2"}, "Page '2'", not_taken("page", "before")),
     ("/admin/scoring", {"queued": "x"}, "Queued 'x'", "must be one of training"),
 ]
 
