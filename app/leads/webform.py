@@ -122,12 +122,12 @@ def form_page(
     The form keeps a source only if it accepts it, and drops repeated
     fields, so that sending the form again sends this form as set up.
     """
-    kept = {name: value for name, value in values.items() if isinstance(value, str)}
-    if kept.get("source", "").strip() not in settings.accepted_sources:
-        kept["source"] = settings.source
+    typed = {name: value for name, value in values.items() if isinstance(value, str)}
+    if typed.get("source", "").strip() not in settings.accepted_sources:
+        typed["source"] = settings.source
     return Template(
         "leads/web_form.html",
-        context={"values": kept, "error": error, "settings": settings, **extra},
+        context={"values": typed, "error": error, "settings": settings, **extra},
         status_code=status_code,
     )
 
