@@ -237,8 +237,13 @@ async def test_admin_page_shows_embed_code(server: WebServer) -> None:
 
 
 def visitor() -> dict[str, str]:
-    """Return headers from a new client address, clear of the rate limit."""
-    return {"x-forwarded-for": f"198.51.100.{uuid.uuid4().int % 250 + 1}"}
+    """Return headers from a new client address, clear of the rate limit.
+
+    The addresses come from 198.18.0.0/15, which other tests do not use.
+    """
+    number = uuid.uuid4().int
+    second, third, fourth = 18 + number % 2, number // 2 % 256, number // 512 % 254 + 1
+    return {"x-forwarded-for": f"198.{second}.{third}.{fourth}"}
 
 
 # A submission's changes from a valid one, the rejected field and a part of
