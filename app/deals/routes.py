@@ -157,7 +157,7 @@ class PipelineController(Controller):
 class DealController(Controller):
     path = "/deals"
 
-    @get("/", opt=permission("deal", "read"))
+    @get("/", opt=permission("deal", "read"), before_request=reject_unknown_query)
     async def deal_list(
         self,
         request: UserRequest,

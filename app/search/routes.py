@@ -12,7 +12,7 @@ from app.access.guards import SIGNED_IN
 from app.access.permissions import Access
 from app.auth.service import CurrentUser
 from app.errors import FieldError
-from app.pagination import Page, PageRequest, parse_search
+from app.pagination import Page, PageRequest, parse_search, reject_unknown_query
 from app.search.queries import (
     SUGGESTION_SIZE,
     SearchType,
@@ -40,6 +40,7 @@ def chosen_type(raw: str | None, kinds: list[SearchType]) -> SearchType | None:
 class SearchController(Controller):
     path = "/search"
     opt = {"permission": SIGNED_IN}
+    before_request = staticmethod(reject_unknown_query)
 
     @get("/")
     async def search_page(

@@ -177,6 +177,11 @@ PAGES = [
     ("/deals/{deal}/history", {"before": "x"}, "Before 'x'", "must be a whole number"),
     ("/deals/{deal}/history", {"page": "2"}, "Page '2'", not_taken("page", "before")),
     ("/admin/scoring", {"queued": "x"}, "Queued 'x'", "must be one of training"),
+    ("/deals", {"owner": "7"}, "Owner '7'", "is not a parameter of this page"),
+    ("/deals", {"sort": "weight"}, "Sort 'weight'", "must be one of"),
+    ("/search", {"kind": "deal"}, "Kind 'deal'", "is not a parameter of this page"),
+    ("/search", {"type": "planet", "q": "a"}, "Type 'planet'", "is not"),
+    ("/search/suggest", {"limit": "9"}, "Limit '9'", "is not a parameter of this"),
 ]
 
 
@@ -248,6 +253,8 @@ API = [
     ("/deals/{deal}/comments", {"author": "me"}, "author", "me"),
     ("/tickets/{ticket}/tasks", {"done": "maybe"}, "done", "maybe"),
     ("/pipelines/{pipeline}/stages", {"kind": "closed"}, "kind", "closed"),
+    ("/search", {"q": "a", "sort": "name"}, "sort", "name"),
+    ("/search", {"q": "a", "type": "planet"}, "type", "planet"),
 ]
 
 

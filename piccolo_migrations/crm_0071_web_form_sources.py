@@ -4,7 +4,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from app.migration_sql import sql_migration
 
-ID = "2026-12-05T08:69:00:000069"
+ID = "2026-12-05T08:71:00:000071"
 VERSION = "1.38.0"
 DESCRIPTION = "Add the other sources a web-to-lead form may name"
 
