@@ -180,7 +180,7 @@ PAGES = [
     ("/deals", {"owner": "7"}, "Owner '7'", "is not a parameter of this page"),
     ("/deals", {"sort": "weight"}, "Sort 'weight'", "must be one of"),
     ("/search", {"kind": "deal"}, "Kind 'deal'", "is not a parameter of this page"),
-    ("/search", {"type": "planet", "q": "a"}, "Type 'planet'", "is not"),
+    ("/search", {"type": "planet", "q": "a"}, "Type 'planet'", "must be one of"),
     ("/search/suggest", {"limit": "9"}, "Limit '9'", "is not a parameter of this"),
 ]
 
