@@ -43,6 +43,14 @@ ON CONFLICT (rule, record_type, record_id) WHERE fired_at IS NULL
 DO UPDATE SET due_at = EXCLUDED.due_at, rule_version = EXCLUDED.rule_version
 """
 
+# Waits for a firing that holds the record's pending timer, so that the
+# FIRED_AT_DUE check after it sees that firing's commit.
+LOCK_PENDING = """
+SELECT id FROM workflow_timer
+WHERE rule = {} AND record_type = {} AND record_id = {} AND fired_at IS NULL
+FOR UPDATE
+"""
+
 FIRED_AT_DUE = """
 SELECT 1 FROM workflow_timer
 WHERE rule = {} AND record_type = {} AND record_id = {} AND due_at = {}
@@ -125,6 +133,10 @@ async def upsert_timer(
     whose timer at ``due`` already fired. Then nothing is armed, any pending
     timer of the record is dropped, and the result is False.
     """
+    # A firing locks its timer from the claim until it commits. Without this
+    # wait, the check below could miss that firing, and the upsert, once the
+    # fired row leaves the partial unique index, would arm a second timer.
+    await EventRow.raw(LOCK_PENDING, rule_id, record_type, record_id)
     fired = await EventRow.raw(FIRED_AT_DUE, rule_id, record_type, record_id, due)
     if fired:
         await delete_timer(rule_id, record_type, record_id)

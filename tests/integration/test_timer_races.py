@@ -1,4 +1,5 @@
-"""Deleting a rule while one of its timers fires, in both orders.
+"""Timers racing other transactions: a rule deleted while one of its timers
+fires, in both orders, and planning that reaches a timer while it fires.
 
 A second connection holds row locks to stop each transaction at a known
 point, and the test waits for the blocked backends in pg_stat_activity, so
@@ -134,3 +135,34 @@ async def test_claim_skips_rule_being_deleted(blocker, rules) -> None:
     assert pending == 1
     assert await tags_of(ticket_id) == []
     assert await WorkflowTimer.count().where(WorkflowTimer.rule == rule_id) == 0
+
+
+async def test_planning_waits_for_firing_timer(blocker, rules) -> None:
+    ticket_id, rule_id = await due_timer(rules)
+    rule = await get_rule(rule_id)
+    transaction = blocker.transaction()
+    await transaction.start()
+    try:
+        # The firing marks its timer fired, then stops at the ticket's lock.
+        await blocker.execute(
+            "SELECT 1 FROM ticket WHERE id = $1 FOR UPDATE", ticket_id
+        )
+        firing = asyncio.create_task(fire_one_timer())
+        await wait_for_blocked(blocker, 1)
+        # Planning reaches the same record and due time meanwhile.
+        planning = asyncio.create_task(
+            upsert_timer(rule_id, rule["version_id"], "ticket", ticket_id, LONG_AGO)
+        )
+        await wait_for_blocked(blocker, 2)
+    finally:
+        await transaction.rollback()
+    fired = await firing
+    armed = await planning
+
+    assert fired is True
+    assert armed is False
+    pending = await WorkflowTimer.count().where(
+        (WorkflowTimer.rule == rule_id) & WorkflowTimer.fired_at.is_null()
+    )
+    assert pending == 0
+    assert await tags_of(ticket_id) == ["timer-fired"]
