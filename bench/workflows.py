@@ -20,11 +20,15 @@ import datetime as dt
 import json
 import os
 import secrets
+import signal
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import asyncpg
+from redis.exceptions import RedisError
 
 from bench import database
 from bench.machine import describe_machine, git_commit, load_average
@@ -153,12 +157,14 @@ async def run(rounds: int) -> Path:
         )
     name = f"bench_workflows_{secrets.token_hex(4)}"
     admin_url = database.server_url()
+    # Describing the machine reaches both servers, so a server that is down
+    # stops the run before it creates anything.
+    machine = await describe_machine(admin_url, redis_url())
+    started = dt.datetime.now(dt.UTC)
     await database.create_database(name, admin_url)
     # The engine reads DATABASE_URL when app.piccolo_conf is first imported,
     # which the imports inside the functions below do.
     os.environ["DATABASE_URL"] = database.database_url(name, admin_url)
-    started = dt.datetime.now(dt.UTC)
-    machine = await describe_machine(os.environ["DATABASE_URL"], redis_url())
     try:
         say(f"migrating database {name}")
         await database.migrate()
@@ -211,7 +217,24 @@ def main() -> None:
     arguments = parser.parse_args()
     if arguments.rounds < 1:
         sys.exit(f"--rounds must be at least 1, not {arguments.rounds}")
-    out = asyncio.run(run(arguments.rounds))
+
+    async def guarded() -> Path:
+        # SIGTERM cancels the run as Ctrl-C does, so the database is dropped.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await run(arguments.rounds)
+
+    try:
+        out = asyncio.run(guarded())
+    except KeyboardInterrupt:
+        say("the run was interrupted; its database was dropped")
+        raise SystemExit(130) from None
+    except asyncio.CancelledError:
+        say("the run was stopped by SIGTERM; its database was dropped")
+        raise SystemExit(143) from None
+    except (OSError, asyncpg.PostgresError, RedisError) as error:
+        raise SystemExit(f"the run failed: {error}") from None
     print(f"results written to {out.relative_to(ROOT)}")
 
 
