@@ -322,8 +322,8 @@ async def test_search_echo_runs_no_script(browser, server, seeded) -> None:
     for payload in PAYLOADS[:8]:
         for list_path in ("/accounts", "/contacts"):
             await page.goto(list_path)
-            await page.fill("input[type=search]", payload)
-            await page.press("input[type=search]", "Enter")
+            await page.fill("main input[type=search]", payload)
+            await page.press("main input[type=search]", "Enter")
             await page.wait_for_selector("p.count")
             result = await check_page(page, page.url.removeprefix(server.url))
 
