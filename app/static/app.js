@@ -181,6 +181,22 @@
     });
   });
 
+  // The top bar's menus are <details>, which open and close without this
+  // script. It closes an open one on a click elsewhere or on Escape, as
+  // other menus do, so that one menu at most is open.
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll(".top-menu[open]").forEach(function (menu) {
+      if (!menu.contains(event.target)) menu.open = false;
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || !event.target.closest) return;
+    const menu = event.target.closest(".top-menu[open]");
+    if (!menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+
   htmx.onLoad(function (root) {
     const scope = root.querySelectorAll ? root : document;
     if (scope.matches && scope.matches("[data-board]")) initBoard(scope);

@@ -10,6 +10,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from app.sanitize import rich_text
+from app.web.menu import LONG_MENU, main_menu
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = ROOT / "templates"
@@ -110,6 +111,8 @@ def build_environment() -> Environment:
         rich_text=rich_text,
     )
     environment.globals["may"] = may
+    environment.globals["main_menu"] = main_menu
+    environment.globals["LONG_MENU"] = LONG_MENU
     environment.globals["forecast_category_label"] = forecast_category_label
     environment.globals["forecast_category_choices"] = forecast_category_choices
     return environment
