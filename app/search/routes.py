@@ -14,6 +14,7 @@ from app.auth.service import CurrentUser
 from app.errors import FieldError
 from app.pagination import Page, PageRequest, parse_search, reject_unknown_query
 from app.search.queries import (
+    GROUP_SIZE,
     SUGGESTION_SIZE,
     SearchType,
     parse_type,
@@ -35,6 +36,26 @@ def chosen_type(raw: str | None, kinds: list[SearchType]) -> SearchType | None:
     if kind is not None and kind not in kinds:
         raise FieldError("type", raw, "is a record type your role may not read")
     return kind
+
+
+def reject_paging_without_type(
+    params: dict[str, str | None], kinds: list[SearchType]
+) -> None:
+    """Raise FieldError for a page number or size given without a ``type``.
+
+    Without a type the page shows the first hits of every type, which has
+    no pages, so a page number there would be silently ignored.
+    """
+    for name, raw in params.items():
+        if (raw or "").strip():
+            choices = ", ".join(kind.object_type for kind in kinds)
+            hint = f". Add type, one of {choices}" if choices else ""
+            raise FieldError(
+                name,
+                raw,
+                "needs a type, because without one the page shows only the "
+                f"first {GROUP_SIZE} hits of each type{hint}",
+            )
 
 
 class SearchController(Controller):
@@ -60,10 +81,13 @@ class SearchController(Controller):
         search = parse_search(q)
         kinds = readable_types(access)
         kind = chosen_type(record_type, kinds)
+        if kind is None:
+            reject_paging_without_type({"page": page, "size": size}, kinds)
         keep = {"q": search, "type": kind.object_type if kind else None}
         paging = PageRequest.parse(page, size, path="/search", keep=keep)
         context: dict[str, Any] = {
             "search": search,
+            "top_search": search,
             "kinds": kinds,
             "kind": kind,
             "groups": [],

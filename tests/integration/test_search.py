@@ -323,6 +323,9 @@ async def test_suggestions_need_two_characters(server) -> None:
         ({"q": "a", "type": "ticket"}, "Type"),
         ({"q": "x" * 300}, "Search"),
         ({"q": "a", "type": "deal", "page": "0"}, "Page"),
+        ({"q": "a", "page": "2"}, "Page &#39;2&#39; needs a type"),
+        ({"q": "a", "size": "10"}, "Size &#39;10&#39; needs a type"),
+        ({"page": "2"}, "Page &#39;2&#39; needs a type"),
     ],
 )
 async def test_search_page_rejects_invalid_parameters(
@@ -336,6 +339,37 @@ async def test_search_page_rejects_invalid_parameters(
     assert response.status_code == 400
     assert named in response.text
     await session.close()
+
+
+async def test_search_page_names_types_to_page(server) -> None:
+    rep = await make_user("sales_rep", team=await make_team())
+    session = await signed_in(server, rep.email)
+
+    response = await session.get("/search", params={"q": "a", "page": "2"})
+    blank_page = await session.get("/search", params={"q": "a", "page": ""})
+    await session.close()
+
+    assert response.status_code == 400
+    assert "Add type, one of account, contact, deal, lead." in response.text
+    assert blank_page.status_code == 200
+
+
+async def test_search_page_prefills_top_bar(server) -> None:
+    admin = await make_user("admin")
+    word = tag()
+    session = await signed_in(server, admin.email)
+
+    page = await session.get("/search", params={"q": f" {word}  x"}, headers=HTML)
+    by_type = await session.get(
+        "/search", params={"q": word, "type": "deal"}, headers=HTML
+    )
+    elsewhere = await session.get("/tasks", headers=HTML)
+    await session.close()
+
+    assert page.status_code == 200
+    assert re.search(rf'id="top-search-q"[^>]*value="{word} x"', page.text)
+    assert re.search(rf'id="top-search-q"[^>]*value="{word}"', by_type.text)
+    assert re.search(r'id="top-search-q"[^>]*value=""', elsewhere.text)
 
 
 async def test_unsearchable_role_gets_no_box(server) -> None:
