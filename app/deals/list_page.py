@@ -36,7 +36,7 @@ async def deal_list_page(
     ]
     live = await live_context(
         [f"pipeline:{pipeline_id}" for pipeline_id in followed],
-        DEAL_LIST.key,
+        DEAL_LIST.socket_key(deal_filter.filter_query()),
         presence=False,
     )
     deals = await list_deals(deal_filter, paging, access)

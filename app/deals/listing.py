@@ -8,9 +8,10 @@ rejected, because the rows it keeps would reveal the field's values.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from app import fields
 from app.access.permissions import SYSTEM, Access
@@ -18,7 +19,13 @@ from app.access.scopes import redact_rows, scope_sql
 from app.boards import BoardFilter
 from app.deals.tables import STAGE_KINDS, Deal
 from app.errors import FieldError
-from app.pagination import Page, PageRequest
+from app.pagination import (
+    DEFAULT_PAGE_SIZE,
+    SIZE_PARAM,
+    Page,
+    PageRequest,
+    parse_search,
+)
 from app.search.matching import contains_any, searchable
 
 # Each order's SQL and the field whose rule hides it (None: no rule does).
@@ -131,6 +138,28 @@ class DealListFilter:
             sort=parse_sort(sort),
         )
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> DealListFilter:
+        """Read the filters, but not the order, from query parameters by name.
+
+        Raises FieldError naming the first invalid one.
+        """
+        return cls.parse(
+            parse_search(params.get("q")),
+            params.get("pipeline"),
+            params.get("stage"),
+            params.get("person"),
+            params.get("team"),
+            params.get("close_from"),
+            params.get("close_to"),
+            params.get("status"),
+        )
+
+    @classmethod
+    def from_query(cls, query: str) -> DealListFilter:
+        """Read the filters from a query string that ``filter_query`` made."""
+        return cls.from_params(dict(parse_qsl(query)))
+
     def params(self) -> dict[str, str | None]:
         """Return the query parameters of this filter, None for those unset."""
         return {
@@ -160,21 +189,29 @@ class DealListFilter:
         }
         return {name: value for name, value in details.items() if value is not None}
 
-    def export_query(self) -> str:
-        """Return the query string of this filter's CSV export, or "" for none.
+    def filter_query(self) -> str:
+        """Return the query string of the filters without the order, "" for none.
 
-        An export is ordered by id, so the list's order is left out.
+        The CSV export (ordered by id) and the list's live socket take it.
         """
         params = {
             name: value
             for name, value in self.params().items()
             if value is not None and name != "sort"
         }
-        return "?" + urlencode(params) if params else ""
+        return urlencode(params)
 
-    def sort_query(self, column: str) -> str:
+    def export_query(self) -> str:
+        """Return the query string of this filter's CSV export, or "" for none."""
+        query = self.filter_query()
+        return f"?{query}" if query else ""
+
+    def sort_query(self, column: str, size: int = DEFAULT_PAGE_SIZE) -> str:
         """Return the query string that orders the list by ``column``: ascending,
-        or descending when the list is in ascending order by it already."""
+        or descending when the list is in ascending order by it already.
+
+        It keeps the filters and the page ``size``, and starts at the first page.
+        """
         ascending = self.sort_column == column and not self.descending
         params = {
             **self.params(),
@@ -182,6 +219,8 @@ class DealListFilter:
         }
         if params["sort"] == DEFAULT_SORT:
             params["sort"] = None
+        if size != DEFAULT_PAGE_SIZE:
+            params[SIZE_PARAM] = str(size)
         return urlencode({name: value for name, value in params.items() if value})
 
     @property

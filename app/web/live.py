@@ -143,8 +143,16 @@ async def live_socket(
         if page_view is not None:
             # The forecast page and the deal list follow the pipeline streams
             # with fragments of their own.
+            filter_query = ""
+            if page_view.read_filter is not None:
+                filter_query = page_view.read_filter(socket.query_params, user.access)
             variants = [
-                (name, page_view.variant(value) if name[:9] == "pipeline:" else value)
+                (
+                    name,
+                    page_view.variant(value, filter_query)
+                    if name[:9] == "pipeline:"
+                    else value,
+                )
                 for name, value in variants
             ]
     except (FieldError, NotFound) as error:

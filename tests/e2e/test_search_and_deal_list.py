@@ -1,6 +1,6 @@
 """The top bar's search and the deal list in Chromium, on a phone-sized screen:
 the dropdown of first hits as the user types, Enter for the search page, and
-deal rows that filter and change live."""
+deal rows that filter, change and leave the list live."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ async def test_search_dropdown_on_phone(browser, server) -> None:
     found = page.locator(f'#search-results a[href="/accounts/{account}"]')
     await found.wait_for()
     result_width = await page.evaluate(PAGE_WIDTH)
+    top_box_after = await box.input_value()
 
     assert hits_box is not None
     assert hits_box["x"] >= 0
@@ -64,6 +65,7 @@ async def test_search_dropdown_on_phone(browser, server) -> None:
     assert ticket_text.startswith(f"#T-{ticket} ")
     assert focused == f"/accounts/{account}"
     assert result_width <= PHONE["width"]
+    assert top_box_after == word
     await context.close()
 
 
@@ -109,4 +111,39 @@ async def test_deal_list_on_phone(browser, server) -> None:
     assert won_rows == 0
     assert response.status_code == 200
     assert filtered_width <= PHONE["width"]
+    await context.close()
+
+
+async def test_deal_leaves_filtered_list_live(browser, server) -> None:
+    manager = await make_user("sales_manager", team=await make_team())
+    admin = await make_user("admin")
+    word = tag()
+    pipeline = await make_pipeline()
+    staying = await make_deal(pipeline, name=f"Staying {word}")
+    leaving = await make_deal(pipeline, name=f"Leaving {word}")
+    context, page = await signed_in_page(browser, server, manager.email)
+    await page.set_viewport_size(PHONE)
+    await page.goto(f"/deals?q={word}")
+    count = page.locator("#deal-results .count")
+    count_before = await count.inner_text()
+    await wait_live(page)
+
+    editor = Session(server.url)
+    await editor.sign_in(admin.email)
+    response = await editor.post(
+        f"/deals/{leaving}", {"name": f"Left {tag()}", "base_name": f"Leaving {word}"}
+    )
+    await editor.close()
+    await page.locator(f"#deal-row-{leaving}").wait_for(state="detached")
+    await wait_until(
+        page,
+        "(text) => document.querySelector('#deal-results .count')"
+        "?.textContent.startsWith(text)",
+        f"1 deal matching “{word}”",
+    )
+    staying_rows = await page.locator(f"#deal-row-{staying}").count()
+
+    assert response.status_code == 200
+    assert count_before.startswith(f"2 deals matching “{word}”")
+    assert staying_rows == 1
     await context.close()

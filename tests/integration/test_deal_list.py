@@ -10,11 +10,15 @@ import io
 import re
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
+import websockets
 
 from app.access.permissions import SYSTEM
 from app.access.tables import Role
+from app.auth.service import CurrentUser
+from app.deals.list_live import FILTERS_PER_QUERY, passing_filters
 from app.deals.listing import DealListFilter, list_deals
 from app.deals.tables import Deal
 from app.errors import FieldError
@@ -37,6 +41,10 @@ HTML = {"accept": "text/html"}
 # Stages of the pipeline that tests.factories.make_pipeline creates.
 PROSPECTING, ENGAGING, WON, LOST = range(4)
 DAY = dt.date(2031, 3, 1)
+# What a pushed fragment carries when a row leaves a page, which then fetches
+# its rows again (templates/deals/_list_row_removed.html).
+REFETCH = 'hx-get="/deals"'
+SORT_LINK = re.compile(r'<th scope="col"[^>]*>\s*<a href="/deals\?([^"]*)"')
 
 
 def tag() -> str:
@@ -245,7 +253,8 @@ async def test_deal_list_links_and_pages(server) -> None:
     await session.close()
 
 
-async def test_hidden_field_filters_rejected(server) -> None:
+async def make_dates_hidden_user() -> CurrentUser:
+    """Create a user whose only role reads every deal but not its close date."""
     role = Role(
         name=f"dates_hidden_{uuid.uuid4().hex[:8]}",
         label="Dates hidden",
@@ -253,7 +262,11 @@ async def test_hidden_field_filters_rejected(server) -> None:
         field_rules={"deal": {"close_date": "hidden"}},
     )
     await role.save()
-    user = await make_user(role.name)
+    return await make_user(role.name)
+
+
+async def test_hidden_field_filters_rejected(server) -> None:
+    user = await make_dates_hidden_user()
     session = await signed_in(server, user.email)
 
     plain = await session.get("/deals", headers=HTML)
@@ -333,6 +346,158 @@ async def test_deal_list_rows_update_live(server) -> None:
     assert renamed in agent_frame
     assert not shows_hidden_amount(agent_frame)
     assert 'class="amount"' not in agent_frame
-    assert 'hx-swap-oob="delete"' in removed
+    assert REFETCH in removed
     assert renamed not in removed
     assert 'hx-swap-oob="true"' in still_shown
+    assert REFETCH not in still_shown
+
+
+def sort_links(html: str) -> list[dict[str, str]]:
+    """Return the query of each column head's sort link, by parameter name."""
+    return [
+        dict(parse_qsl(query.replace("&amp;", "&")))
+        for query in SORT_LINK.findall(html)
+    ]
+
+
+async def test_sort_links_keep_filters_and_size(server) -> None:
+    word = tag()
+    team = await make_team()
+    owner = await make_user("sales_rep", team=team)
+    admin = await make_user("admin")
+    pipeline = await make_pipeline()
+    for number in range(3):
+        await make_deal(
+            pipeline,
+            PROSPECTING,
+            name=f"Sorted {word} {number}",
+            owner=owner.id,
+            team=team,
+            close_date=DAY,
+        )
+    filters = {
+        "q": word,
+        "pipeline": str(pipeline["id"]),
+        "stage": str(pipeline["stages"][PROSPECTING]),
+        "status": "open",
+        "person": str(owner.id),
+        "team": str(team),
+        "close_from": "2031-03-01",
+        "close_to": "2031-03-31",
+    }
+    session = await signed_in(server, admin.email)
+
+    page = await session.get(
+        "/deals",
+        params={**filters, "sort": "name", "size": "2", "page": "2"},
+        headers=HTML,
+    )
+    default_size = await session.get("/deals", params=filters, headers=HTML)
+    await session.close()
+
+    assert page.status_code == 200
+    links = sort_links(page.text)
+    assert [link["sort"] for link in links] == [
+        "-name",
+        "amount",
+        "close_date",
+        "updated",
+    ]
+    for link in links:
+        assert {name: link.get(name) for name in filters} == filters
+        assert link["size"] == "2"
+        assert "page" not in link
+    assert default_size.status_code == 200
+    assert [link.get("size") for link in sort_links(default_size.text)] == [None] * 4
+
+
+async def ready_socket(session: Session, query: str) -> Any:
+    socket = await session.live(query)
+    await socket.send('{"type": "resume", "streams": {}}')
+    async with asyncio.timeout(10):
+        while not str(await socket.recv()).startswith("#ready"):
+            pass
+    return socket
+
+
+async def test_deal_list_row_leaves_filter_live(server) -> None:
+    word = tag()
+    admin = await make_user("admin")
+    manager = await make_user("sales_manager", team=await make_team())
+    pipeline = await make_pipeline()
+    deal = await make_deal(pipeline, name=f"Kept {word}")
+    viewer = await signed_in(server, manager.email)
+    editor = await signed_in(server, admin.email)
+    topic = f"resume=1&topic=pipeline:{pipeline['id']}&view=deal-list&presence=false"
+    filtered = await ready_socket(viewer, f"{topic}&q={word}&status=open")
+    unfiltered = await ready_socket(viewer, topic)
+
+    still = f"Still {word}"
+    response = await editor.post(
+        f"/deals/{deal}", {"name": still, "base_name": f"Kept {word}"}
+    )
+    assert response.status_code == 200
+    kept_frame = await next_row_frame(filtered, deal)
+    await next_row_frame(unfiltered, deal)
+    unmatched = f"Unmatched {tag()}"
+    response = await editor.post(
+        f"/deals/{deal}", {"name": unmatched, "base_name": still}
+    )
+    assert response.status_code == 200
+    left_frame = await next_row_frame(filtered, deal)
+    unfiltered_frame = await next_row_frame(unfiltered, deal)
+
+    for socket in (filtered, unfiltered):
+        await socket.close()
+    for session in (viewer, editor):
+        await session.close()
+    assert still in kept_frame
+    assert REFETCH not in kept_frame
+    assert REFETCH in left_frame
+    assert unmatched not in left_frame
+    assert unmatched in unfiltered_frame
+    assert REFETCH not in unfiltered_frame
+
+
+async def test_deal_list_socket_rejects_hidden_filter(server) -> None:
+    user = await make_dates_hidden_user()
+    pipeline = await make_pipeline()
+    session = await signed_in(server, user.email)
+    topic = f"topic=pipeline:{pipeline['id']}&view=deal-list&presence=false"
+
+    socket = await session.live(f"{topic}&close_from=2031-01-01")
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(10):
+            while True:
+                await socket.recv()
+    invalid = await session.live(f"{topic}&status=closed")
+    with pytest.raises(websockets.ConnectionClosed) as closed_invalid:
+        async with asyncio.timeout(10):
+            while True:
+                await invalid.recv()
+    await session.close()
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+    assert "close_from" in closed.value.rcvd.reason
+    assert closed_invalid.value.rcvd is not None
+    assert closed_invalid.value.rcvd.code == 1008
+    assert "status" in closed_invalid.value.rcvd.reason
+
+
+async def test_passing_filters_in_batches() -> None:
+    word = tag()
+    pipeline = await make_pipeline()
+    deal = await make_deal(pipeline, PROSPECTING, name=f"Batch {word}")
+    matching = DealListFilter.parse(word, status="open")
+    missing = DealListFilter.parse(word, status="won")
+    checks = {
+        (str(number), "view"): (matching if number % 3 else missing, SYSTEM)
+        for number in range(FILTERS_PER_QUERY * 2 + 1)
+    }
+
+    passed = await passing_filters(deal, checks)
+    deleted = await passing_filters(0, checks)
+
+    assert passed == {key for key in checks if int(key[0]) % 3}
+    assert deleted == set()
