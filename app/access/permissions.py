@@ -28,6 +28,9 @@ ACTIONS = ("read", "create", "edit", "delete")
 # The actions whose records a user may read as well.
 WRITES_IMPLY_READ = ("read", "edit", "delete")
 FIELD_RULES: tuple[FieldRule, ...] = ("hidden", "read_only")
+# The text shown for a field hidden from the viewer where a page cannot
+# leave it out, such as a record's heading or a mail placeholder.
+HIDDEN = "(hidden)"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,12 @@ DERIVED_COLUMNS = {
     "product": ("product_name",),
     "team": ("team_name",),
     "requester": ("requester_name", "requester_email"),
+    # A deal's stage also shows in its kind (open, won, lost) and in the
+    # probability its forecast category follows by default.
+    "stage": ("stage_name", "stage_kind", "stage_probability"),
+    # A contact's full name joins both parts.
+    "first_name": ("name",),
+    "last_name": ("name",),
 }
 # The teams of a user: their primary team and every team they are a member of.
 USER_TEAMS_SQL = (

@@ -72,6 +72,7 @@ async def render_contact_change(
         account_id=account_id,
         contact=redact(access, "contact", contact),
         contact_count=count,
+        access=access,
         change=change,
     )
 
@@ -105,6 +106,7 @@ async def render_account_page(
                 texts[view] = render(
                     "accounts/_summary.html",
                     account=redact(access, "account", account),
+                    access=access,
                     oob=True,
                 )
             else:
@@ -127,7 +129,10 @@ async def snapshot_account_page(topic: str, variant: str) -> str:
     if not permits_record(access, "account", "read", account):
         return ""
     summary = render(
-        "accounts/_summary.html", account=redact(access, "account", account), oob=True
+        "accounts/_summary.html",
+        account=redact(access, "account", account),
+        access=access,
+        oob=True,
     )
     heading = render(
         "accounts/_contacts_heading.html",

@@ -203,7 +203,7 @@ async def search_accounts(
     rows = await Account.raw(list_sql(where, deal_scope, ticket_scope), *args)
     if not access.can_see("deal", "amount"):
         rows = [{**row, "open_amount": None} for row in rows]
-    return Page(rows=rows, total=total, paging=paging)
+    return Page(rows=redact_rows(access, "account", rows), total=total, paging=paging)
 
 
 def account_sql(access: Access, args: list[object]) -> str:
@@ -241,7 +241,7 @@ async def account_subsidiaries(
     args: list[object] = [account_id]
     sql = SUBSIDIARIES_SQL.replace("{scope}", scope_sql(access, "account", "a", args))
     rows = await Account.raw(sql, *args, paging.size, paging.offset)
-    return Page(rows=rows, total=total, paging=paging)
+    return Page(rows=redact_rows(access, "account", rows), total=total, paging=paging)
 
 
 async def account_contacts(
@@ -252,7 +252,7 @@ async def account_contacts(
     args: list[object] = [account_id]
     sql = CONTACTS_SQL.replace("{scope}", scope_sql(access, "contact", "c", args))
     rows = await Account.raw(sql, *args, paging.size, paging.offset)
-    return Page(rows=rows, total=total, paging=paging)
+    return Page(rows=redact_rows(access, "contact", rows), total=total, paging=paging)
 
 
 async def get_contact_row(contact_id: int, account_id: int) -> dict[str, Any] | None:

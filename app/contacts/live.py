@@ -46,6 +46,7 @@ async def render_contact_page(
             summaries[view] = render(
                 "contacts/_summary.html",
                 contact=redact(access, "contact", contact),
+                access=access,
                 oob=True,
             )
         fragments[variant] = summaries[view]
@@ -59,5 +60,8 @@ async def snapshot_contact_page(topic: str, variant: str) -> str:
     if not permits_record(access, "contact", "read", contact):
         return ""
     return render(
-        "contacts/_summary.html", contact=redact(access, "contact", contact), oob=True
+        "contacts/_summary.html",
+        contact=redact(access, "contact", contact),
+        access=access,
+        oob=True,
     )

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.access.permissions import SYSTEM, Access
-from app.access.scopes import owner_teams_sql, redact, require_record, scope_sql
+from app.access.scopes import (
+    owner_teams_sql,
+    redact,
+    redact_rows,
+    require_record,
+    scope_sql,
+)
 from app.accounts.queries import related_deals, related_tickets
 from app.contacts.tables import Contact
 from app.encryption.columns import decrypt_row
@@ -99,7 +105,7 @@ async def search_contacts(
         paging.size,
         paging.offset,
     )
-    return Page(rows=rows, total=total, paging=paging)
+    return Page(rows=redact_rows(access, "contact", rows), total=total, paging=paging)
 
 
 def contact_sql(access: Access, args: list[object]) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.access.permissions import Access
-from app.access.scopes import permits_record
+from app.access.scopes import permits_record, redact
 from app.access.views import split_variant, view_key
-from app.deals.listing import DealListFilter, get_row, redact_row
+from app.deals.listing import DealListFilter, get_row
 from app.deals.live import before_change
 from app.deals.tables import Deal
 from app.web.stream_views import StreamView
@@ -129,7 +129,7 @@ async def render_deal_rows(
             if view not in rendered:
                 rendered[view] = render(
                     "deals/_list_row.html",
-                    deal=redact_row(access, row),
+                    deal=redact(access, "deal", row),
                     access=access,
                     oob=True,
                 )

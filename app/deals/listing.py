@@ -37,9 +37,9 @@ SORTS: dict[str, tuple[str, str | None]] = {
 }
 DESCENDING = "-"
 DEFAULT_SORT = "-updated"
-# The fields each filter parameter reads. The search ``q`` leaves out the
-# name when it is hidden, so it needs no entry.
+# The fields each filter parameter reads; the search ``q`` reads the name.
 FILTER_FIELDS = {
+    "q": "name",
     "stage": "stage",
     "status": "stage",
     "person": "owner",
@@ -47,9 +47,8 @@ FILTER_FIELDS = {
     "close_from": "close_date",
     "close_to": "close_date",
 }
-# Values derived from a field, hidden with it, besides those that
-# app.access.scopes.DERIVED_COLUMNS names.
-DERIVED = {"stage": ("stage_name", "stage_kind")}
+# How an error names a parameter whose own name does not read as words.
+FILTER_LABELS = {"q": "Search"}
 
 ROW_SQL = """
     SELECT d.id, d.name, d.amount, d.close_date, d.updated_at, d.version,
@@ -245,8 +244,12 @@ class DealListFilter:
         used = {name for name, value in self.params().items() if value is not None}
         for name, field_name in FILTER_FIELDS.items():
             if name in used and not access.can_see("deal", field_name):
+                field_label = field_name.replace("_", " ")
                 raise FieldError(
-                    name, self.params()[name], "filters a field your role cannot see"
+                    name,
+                    self.params()[name],
+                    f"filters the deal {field_label}, a field your role cannot see",
+                    label=FILTER_LABELS.get(name),
                 )
         rule_field = SORTS[self.sort_column][1]
         if rule_field is not None and not access.can_see("deal", rule_field):
@@ -283,15 +286,6 @@ class DealListFilter:
         return f"{column} {direction} NULLS LAST, d.id {direction}"
 
 
-def redact_row(access: Access, row: dict[str, Any]) -> dict[str, Any]:
-    """Return a row of the list without the values hidden from ``access``."""
-    shown = redact_rows(access, "deal", [row])[0]
-    for name, derived in DERIVED.items():
-        if not access.can_see("deal", name):
-            shown = {**shown, **dict.fromkeys(derived)}
-    return shown
-
-
 async def list_deals(
     deal_filter: DealListFilter, paging: PageRequest, access: Access = SYSTEM
 ) -> Page[dict[str, Any]]:
@@ -310,9 +304,7 @@ async def list_deals(
         "LIMIT {} OFFSET {}",
         *args,
     )
-    return Page(
-        rows=[redact_row(access, row) for row in rows], total=total, paging=paging
-    )
+    return Page(rows=redact_rows(access, "deal", rows), total=total, paging=paging)
 
 
 async def get_row(deal_id: int) -> dict[str, Any] | None:

@@ -202,13 +202,23 @@ async def render_deal_page(
         view = view_key(variant)
         if view not in summaries:
             shown = redact(access, "deal", deal)
-            summaries[view] = render(
-                "deals/_summary.html", deal=shown, access=access, oob=True
-            ) + render(
-                "deals/_chance.html", deal=shown, chance=chance, access=access, oob=True
-            )
+            summaries[view] = deal_fields_html(shown, chance, access)
         fragments[variant] = summaries[view]
     return fragments
+
+
+def deal_fields_html(
+    deal: dict[str, Any], chance: DealChance | None, access: Access
+) -> str:
+    """Render the parts of a deal page that show its fields, out of band: the
+    breadcrumb, the summary and the win probability panel."""
+    return (
+        render("deals/_crumbs.html", deal=deal, access=access, oob=True)
+        + render("deals/_summary.html", deal=deal, access=access, oob=True)
+        + render(
+            "deals/_chance.html", deal=deal, chance=chance, access=access, oob=True
+        )
+    )
 
 
 async def load_chance(deal_id: int, cache: dict[str, Any]) -> DealChance | None:
@@ -255,14 +265,7 @@ async def snapshot_deal_page(topic: str, variant: str) -> str:
     if not permits_record(access, "deal", "read", deal):
         return ""
     shown = redact(access, "deal", deal)
-    text = render("deals/_summary.html", deal=shown, access=access, oob=True)
-    text += render(
-        "deals/_chance.html",
-        deal=shown,
-        chance=await queries.win_chance(deal_id),
-        access=access,
-        oob=True,
-    )
+    text = deal_fields_html(shown, await queries.win_chance(deal_id), access)
     if can_read_comments(variant, deal):
         comments = await timeline("deal", deal_id)
         text += render(

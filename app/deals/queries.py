@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from app.access.permissions import SYSTEM, Access
-from app.access.scopes import scope_sql
+from app.access.scopes import redact_rows, scope_sql
 from app.boards import PAGE_SIZE, BoardFilter, Cursor
 from app.deals.tables import Deal, Pipeline, Stage
 from app.errors import NotFound
@@ -109,7 +109,10 @@ async def column_cards(
     limit: int = PAGE_SIZE,
     access: Access = SYSTEM,
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """Return one page of a column, newest arrivals first, and the next cursor."""
+    """Return one page of a column, newest arrivals first, and the next cursor.
+
+    The cards come without the fields hidden from ``access``.
+    """
     args: list[object] = [pipeline_id, stage_id]
     where = "d.pipeline = {} AND d.stage = {}" + deal_conditions(
         board_filter, access, args
@@ -124,15 +127,17 @@ async def column_cards(
         *args,
     )
     if len(rows) <= limit:
-        return rows, None
+        return redact_rows(access, "deal", rows), None
     last = rows[limit - 1]
-    return rows[:limit], Cursor(at=last["stage_entered_at"], id=last["id"])
+    cursor = Cursor(at=last["stage_entered_at"], id=last["id"])
+    return redact_rows(access, "deal", rows[:limit]), cursor
 
 
 async def get_board(
     pipeline_id: int, board_filter: BoardFilter, access: Access = SYSTEM
 ) -> Board:
-    """Load a board with the deals ``access`` may read."""
+    """Load a board with the deals ``access`` may read, without the fields
+    hidden from it."""
     pipeline = await get_pipeline(pipeline_id)
     stages = await list_stages(pipeline_id)
     totals = await stage_totals(pipeline_id, board_filter, access=access)
@@ -143,7 +148,7 @@ async def get_board(
         count, total = totals.get(stage["id"], (0, Decimal(0)))
         column = Column(stage=stage, count=count, total=total)
         cards = first_pages.get(stage["id"], [])
-        column.cards = cards[:PAGE_SIZE]
+        column.cards = redact_rows(access, "deal", cards[:PAGE_SIZE])
         if len(cards) > PAGE_SIZE:
             last = cards[PAGE_SIZE - 1]
             column.next_cursor = Cursor(at=last["stage_entered_at"], id=last["id"])

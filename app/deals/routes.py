@@ -402,6 +402,7 @@ async def entry_form(
             "to_stage": to_stage,
             "from_stage": typed.get("from_stage") or deal["stage"],
             "stage_name": stage_name,
+            "title": quoted_name(deal, access),
             "fields": names,
             "needs": field_list(names),
             "labels": REQUIRABLE,
@@ -415,6 +416,14 @@ async def entry_form(
     )
 
 
+def quoted_name(deal: dict[str, Any], access: Access) -> str:
+    """Name a deal in a sentence: its name in quotes, or "this deal" when the
+    name is hidden from the viewer."""
+    if access.can_see("deal", "name"):
+        return f"“{deal['name']}”"
+    return "this deal"
+
+
 async def refused_move(
     deal_id: int, error: EditConflict | FieldError, access: Access
 ) -> Template:
@@ -423,7 +432,8 @@ async def refused_move(
     if isinstance(error, EditConflict):
         conflict: Conflict = error.conflicts[0]
         who = conflict.changed_by or "Someone"
-        message = f"{who} moved “{deal['name']}” to {deal['stage_name']} meanwhile."
+        title = quoted_name(deal, access)
+        message = f"{who} moved {title} to {deal['stage_name']} meanwhile."
     else:
         message = error.message
     return Template(

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from app.access.permissions import SYSTEM, Access
-from app.access.scopes import scope_sql
+from app.access.scopes import redact_rows, scope_sql
 from app.boards import PAGE_SIZE, BoardFilter, Cursor
 from app.errors import NotFound
 from app.sla import queries as sla_queries
@@ -84,7 +84,8 @@ async def column_cards(
     limit: int = PAGE_SIZE,
     access: Access = SYSTEM,
 ) -> tuple[list[dict[str, Any]], Cursor | None]:
-    """Return one page of a status column, latest status change first."""
+    """Return one page of a status column, latest status change first,
+    without the fields hidden from ``access``."""
     args: list[object] = [status]
     where = "t.status = {}" + ticket_conditions(board_filter, access, args)
     if after is not None:
@@ -97,20 +98,22 @@ async def column_cards(
         *args,
     )
     if len(rows) <= limit:
-        return rows, None
+        return redact_rows(access, "ticket", rows), None
     last = rows[limit - 1]
-    return rows[:limit], Cursor(at=last["status_changed_at"], id=last["id"])
+    cursor = Cursor(at=last["status_changed_at"], id=last["id"])
+    return redact_rows(access, "ticket", rows[:limit]), cursor
 
 
 async def get_board(board_filter: BoardFilter, access: Access = SYSTEM) -> TicketBoard:
-    """Load the ticket board with the tickets ``access`` may read."""
+    """Load the ticket board with the tickets ``access`` may read, without
+    the fields hidden from it."""
     counts = await status_counts(board_filter, access=access)
     first_pages = await first_pages_of_columns(board_filter, access)
     columns = []
     for status in STATUSES:
         column = StatusColumn(status=status, count=counts.get(status, 0))
         cards = first_pages.get(status, [])
-        column.cards = cards[:PAGE_SIZE]
+        column.cards = redact_rows(access, "ticket", cards[:PAGE_SIZE])
         if len(cards) > PAGE_SIZE:
             last = cards[PAGE_SIZE - 1]
             column.next_cursor = Cursor(at=last["status_changed_at"], id=last["id"])

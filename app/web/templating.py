@@ -9,6 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from app.access.permissions import HIDDEN
 from app.sanitize import rich_text
 from app.web.menu import LONG_MENU, main_menu
 
@@ -113,6 +114,7 @@ def build_environment() -> Environment:
     environment.globals["may"] = may
     environment.globals["main_menu"] = main_menu
     environment.globals["LONG_MENU"] = LONG_MENU
+    environment.globals["HIDDEN"] = HIDDEN
     environment.globals["forecast_category_label"] = forecast_category_label
     environment.globals["forecast_category_choices"] = forecast_category_choices
     return environment

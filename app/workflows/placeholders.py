@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.access.permissions import HIDDEN
 from app.errors import FieldError
 from app.workflows.records import RecordType
 
@@ -31,8 +32,6 @@ from app.workflows.records import RecordType
 TOKEN = re.compile(r"(?P<double>\{\{[^{}]*\}\})|\{(?P<inner>[^{}]*)\}|[{}]")
 KEY = re.compile(r"[a-z_][a-z0-9_]*")
 SYNTAX = "use {record.<field>}, {details.<key>} or {rule.name}, and no other braces"
-# The text a record placeholder shows for a field its reader may not read.
-HIDDEN = "(hidden)"
 # Unicode categories a header may not contain: control characters (CR, LF,
 # tab, NEL) and the line and paragraph separators, which str.splitlines
 # also reads as line breaks.
