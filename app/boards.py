@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from app.access.permissions import Access
 from app.errors import FieldError
 from app.fields import MAX_ID, reference
 
@@ -57,10 +58,41 @@ class BoardFilter:
             conditions.append(f"{team_column} = {{}}")
         return "".join(f" AND {condition}" for condition in conditions)
 
+    def check_visible(
+        self, access: Access, object_type: str, person_field: str
+    ) -> None:
+        """Reject a filter on a field hidden from ``access``, because the
+        records it keeps would reveal the field's values.
+
+        ``person_field`` is the field that ``person`` filters (a deal's
+        ``owner``, a ticket's ``assignee``). Raises FieldError naming the
+        parameter, as for an invalid value.
+        """
+        used = (
+            ("person", self.person_id, person_field),
+            ("team", self.team_id, "team"),
+        )
+        for name, value, field_name in used:
+            if value is not None and not access.can_see(object_type, field_name):
+                raise hidden_filter_error(name, value, object_type, field_name)
+
     def matches(self, person_id: int | None, team_id: int | None) -> bool:
         if self.person_id is not None and person_id != self.person_id:
             return False
         return not (self.team_id is not None and team_id != self.team_id)
+
+
+def hidden_filter_error(
+    name: str, value: Any, object_type: str, field_name: str, label: str | None = None
+) -> FieldError:
+    """Build the error for a filter parameter ``name`` on a hidden field."""
+    field_label = field_name.replace("_", " ")
+    return FieldError(
+        name,
+        value,
+        f"filters the {object_type} {field_label}, a field your role cannot see",
+        label=label,
+    )
 
 
 def parse_id(name: str, value: str | None) -> int | None:

@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from app.access.tables import Role
 from app.accounts.tables import Account
 from app.auth.service import CurrentUser, create_user, load_user
 from app.auth.tables import Team, TeamMember, User
@@ -55,6 +56,24 @@ async def make_user(
     loaded = await load_user(user.id)
     assert loaded is not None
     return loaded
+
+
+async def make_role(
+    permissions: dict[str, Any], field_rules: dict[str, Any] | None = None
+) -> str:
+    """Create a custom role and return its name, for ``make_user``.
+
+    ``permissions`` is a grid such as ``{"deal": {"read": "all"}}``, and
+    ``field_rules`` one such as ``{"deal": {"stage": "hidden"}}``.
+    """
+    role = Role(
+        name=f"role_{uuid.uuid4().hex[:10]}",
+        label=unique("Role"),
+        permissions=permissions,
+        field_rules=field_rules or {},
+    )
+    await role.save()
+    return role.name
 
 
 async def make_team(name: str | None = None) -> int:

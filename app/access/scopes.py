@@ -8,7 +8,7 @@ Conditions use Piccolo's ``{}`` placeholders and append their arguments.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, overload
 
 from litestar.exceptions import PermissionDeniedException
 
@@ -162,6 +162,22 @@ def writable(
     access: Access, object_type: str, fields: tuple[str, ...]
 ) -> tuple[str, ...]:
     return tuple(name for name in fields if access.can_write(object_type, name))
+
+
+@overload
+def redact(
+    access: Access, object_type: str, record: dict[str, Any]
+) -> dict[str, Any]: ...
+
+
+@overload
+def redact(access: Access, object_type: str, record: None) -> None: ...
+
+
+@overload
+def redact(
+    access: Access, object_type: str, record: dict[str, Any] | None
+) -> dict[str, Any] | None: ...
 
 
 def redact(

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 from app import fields
 from app.access.permissions import SYSTEM, Access
 from app.access.scopes import redact_rows, scope_sql
-from app.boards import BoardFilter
+from app.boards import BoardFilter, hidden_filter_error
 from app.deals.tables import STAGE_KINDS, Deal
 from app.errors import FieldError
 from app.pagination import (
@@ -37,13 +37,12 @@ SORTS: dict[str, tuple[str, str | None]] = {
 }
 DESCENDING = "-"
 DEFAULT_SORT = "-updated"
-# The fields each filter parameter reads; the search ``q`` reads the name.
+# The fields each filter parameter reads, besides the owner and team filters
+# that ``BoardFilter`` checks; the search ``q`` reads the name.
 FILTER_FIELDS = {
     "q": "name",
     "stage": "stage",
     "status": "stage",
-    "person": "owner",
-    "team": "team",
     "close_from": "close_date",
     "close_to": "close_date",
 }
@@ -244,13 +243,14 @@ class DealListFilter:
         used = {name for name, value in self.params().items() if value is not None}
         for name, field_name in FILTER_FIELDS.items():
             if name in used and not access.can_see("deal", field_name):
-                field_label = field_name.replace("_", " ")
-                raise FieldError(
+                raise hidden_filter_error(
                     name,
                     self.params()[name],
-                    f"filters the deal {field_label}, a field your role cannot see",
+                    "deal",
+                    field_name,
                     label=FILTER_LABELS.get(name),
                 )
+        self.board.check_visible(access, "deal", "owner")
         rule_field = SORTS[self.sort_column][1]
         if rule_field is not None and not access.can_see("deal", rule_field):
             raise FieldError(

@@ -79,6 +79,7 @@ class PipelineController(Controller):
     ) -> Template:
         access = request.user.access
         board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(access, "deal", "owner")
         live = await live_context([f"pipeline:{pipeline_id}"], board_filter.key)
         board = await queries.get_board(pipeline_id, board_filter, access)
         return Template(
@@ -106,9 +107,9 @@ class PipelineController(Controller):
         team: FromQuery[str | None] = None,
     ) -> Template:
         access = request.user.access
-        board = await queries.get_board(
-            pipeline_id, BoardFilter.parse(person, team), access
-        )
+        board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(access, "deal", "owner")
+        board = await queries.get_board(pipeline_id, board_filter, access)
         return Template(
             "deals/_board.html",
             context={
@@ -133,6 +134,7 @@ class PipelineController(Controller):
         team: FromQuery[str | None] = None,
     ) -> Template:
         board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(request.user.access, "deal", "owner")
         cards, next_cursor = await queries.column_cards(
             pipeline_id,
             stage_id,

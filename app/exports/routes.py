@@ -86,7 +86,9 @@ class ExportController(Controller):
         person: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
     ) -> Stream:
-        export_filter = ExportFilter(board=BoardFilter.parse(person, team))
+        board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(request.user.access, "ticket", "assignee")
+        export_filter = ExportFilter(board=board_filter)
         return await export_response(request, "ticket", export_filter)
 
     @get("/accounts.csv", opt=permission("account", "read"))

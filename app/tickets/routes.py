@@ -56,6 +56,7 @@ class TicketBoardController(Controller):
     ) -> Template:
         access = request.user.access
         board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(access, "ticket", "assignee")
         live = await live_context(["tickets"], board_filter.key)
         return Template(
             "tickets/board.html",
@@ -75,7 +76,9 @@ class TicketBoardController(Controller):
         team: FromQuery[str | None] = None,
     ) -> Template:
         access = request.user.access
-        board = await queries.get_board(BoardFilter.parse(person, team), access)
+        board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(access, "ticket", "assignee")
+        board = await queries.get_board(board_filter, access)
         return Template(
             "tickets/_board.html", context={"board": board, "access": access}
         )
@@ -92,6 +95,7 @@ class TicketBoardController(Controller):
         if status not in STATUSES:
             raise FieldError("status", status, f"must be one of {', '.join(STATUSES)}")
         board_filter = BoardFilter.parse(person, team)
+        board_filter.check_visible(request.user.access, "ticket", "assignee")
         cards, next_cursor = await queries.column_cards(
             status, board_filter, Cursor.parse(after), access=request.user.access
         )

@@ -41,6 +41,7 @@ async def pipeline_topic(
         raise NotFound("pipeline", record_id)
     if record_id is None or not await Pipeline.raw(PIPELINE_EXISTS, record_id):
         raise NotFound("pipeline", record_id)
+    board.check_visible(user.access, "deal", "owner")
     return variant(board.key, user.access, ["deal"])
 
 
@@ -60,6 +61,7 @@ async def ticket_board_topic(
 ) -> str:
     if not user.access.can("ticket", "read"):
         raise NotFound("tickets", record_id)
+    board.check_visible(user.access, "ticket", "assignee")
     return variant(board.key, user.access, ["ticket"])
 
 

@@ -23,12 +23,14 @@ from app.deals.listing import DealListFilter, list_deals
 from app.deals.tables import Deal
 from app.errors import FieldError
 from app.pagination import PageRequest
+from app.web.templating import NO_VALUE
 from tests.browserless import Session
 from tests.factories import (
     HIDDEN_AMOUNT,
     make_account,
     make_deal,
     make_pipeline,
+    make_role,
     make_team,
     make_user,
     shows_hidden_amount,
@@ -285,6 +287,64 @@ async def test_hidden_field_filters_rejected(server) -> None:
     assert by_order.status_code == 400
     assert exported.status_code == 400
     await session.close()
+
+
+async def test_hidden_name_search_rejected(server) -> None:
+    role = await make_role({"deal": {"read": "all"}}, {"deal": {"name": "hidden"}})
+    user = await make_user(role)
+    session = await signed_in(server, user.email)
+
+    plain = await session.get("/deals", headers=HTML)
+    searched = await session.get("/deals", params={"q": "acme"}, headers=HTML)
+    exported = await session.get("/exports/deals.csv", params={"q": "acme"})
+    await session.close()
+
+    assert plain.status_code == 200
+    assert 'name="q"' not in plain.text
+    assert searched.status_code == 400
+    assert "Search" in searched.text
+    assert "deal name" in searched.text
+    assert exported.status_code == 400
+
+
+async def test_hidden_columns_left_out(server) -> None:
+    word = tag()
+    hidden = ["account", "stage", "close_date", "owner", "team"]
+    role = await make_role(
+        {"deal": {"read": "all"}},
+        {"deal": {name: "hidden" for name in ["name", *hidden]}},
+    )
+    viewer = await make_user(role)
+    owner = await make_user(name=f"Owner {word}")
+    team = await make_team(f"Team {word}")
+    account = await make_account(name=f"Account {word}")
+    pipeline = await make_pipeline((f"Stage {word}", "Won", "Lost"))
+    deal = await make_deal(
+        pipeline,
+        name=f"Deal {word}",
+        owner=owner.id,
+        team=team,
+        account=account,
+        close_date=DAY,
+    )
+    session = await signed_in(server, viewer.email)
+
+    response = await session.get(
+        "/deals", params={"pipeline": str(pipeline["id"])}, headers=HTML
+    )
+    await session.close()
+
+    assert response.status_code == 200
+    assert row_ids(response.text) == [deal]
+    row = response.text.split(f'id="deal-row-{deal}"')[1].split("</tr>")[0]
+    assert ">(hidden)</a>" in row
+    assert word not in response.text
+    assert "Unassigned" not in row
+    assert NO_VALUE not in row
+    assert "01 Mar 2031" not in row
+    for title in ("Account", "Stage", "Close date", "Owner", "Team"):
+        assert f">{title}</th>" not in response.text
+        assert f">{title}</a>" not in response.text
 
 
 async def next_row_frame(socket: Any, deal_id: int) -> str:

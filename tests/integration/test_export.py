@@ -27,8 +27,11 @@ from app.leads.tables import Lead
 from tests.browserless import Session
 from tests.factories import (
     HIDDEN_AMOUNT,
+    make_account,
+    make_contact,
     make_deal,
     make_pipeline,
+    make_role,
     make_team,
     make_user,
     shows_hidden_amount,
@@ -95,6 +98,30 @@ async def test_hidden_fields_are_left_out(server) -> None:
     assert "name" in rows[0]
     assert not shows_hidden_amount(response.text)
     await session.close()
+
+
+@pytest.mark.parametrize("field", ["account", "contact"])
+async def test_hidden_deal_links_are_left_out(server, field: str) -> None:
+    role = await make_role({"deal": {"read": "all"}}, {"deal": {field: "hidden"}})
+    viewer = await make_user(role)
+    marker = uuid.uuid4().hex[:10]
+    account = await make_account(name=f"Account {marker}")
+    contact = await make_contact(last_name=f"Contact{marker}")
+    pipeline = await make_pipeline()
+    deal = await make_deal(pipeline, account=account, contact=contact)
+    session = await signed_in(server, viewer.email)
+
+    response = await session.get(f"/exports/deals.csv?pipeline={pipeline['id']}")
+    await session.close()
+
+    assert response.status_code == 200
+    (row,) = parse_csv(response.content)
+    assert int(row["id"]) == deal
+    names = {"account": f"Account {marker}", "contact": f"Ada Contact{marker}"}
+    assert field not in row
+    assert names[field] not in response.text
+    shown = "contact" if field == "account" else "account"
+    assert row[shown] == names[shown]
 
 
 async def test_formula_cells_are_neutralised(server) -> None:
