@@ -122,6 +122,35 @@ async def test_field_conflict_shows_the_panel(browser, server) -> None:
     await second_context.close()
 
 
+async def test_stage_save_updates_breadcrumb(browser, server) -> None:
+    pipeline = await make_pipeline(("Presentation Scheduled", "Closed Won", "Lost"))
+    deal_id = await make_deal(pipeline, stage_index=0)
+    won = pipeline["stages"][1]
+    editor = await make_user(name="Erin Editor")
+    viewer = await make_user(name="Vic Viewer")
+    editor_context, editor_page = await signed_in_page(browser, server, editor.email)
+    viewer_context, viewer_page = await signed_in_page(browser, server, viewer.email)
+    await editor_page.goto(f"/deals/{deal_id}")
+    await viewer_page.goto(f"/deals/{deal_id}")
+    await wait_live(editor_page)
+    await wait_live(viewer_page)
+    form = f"#deal-{deal_id}-form"
+    crumbs = "nav.crumbs"
+    assert "Presentation Scheduled" in await editor_page.text_content(crumbs)
+
+    await editor_page.select_option(f"{form} select[name=stage]", str(won))
+    await editor_page.click(f"{form} button[type=submit]")
+    await editor_page.locator(f"{form} .form-ok").wait_for()
+
+    for page in (editor_page, viewer_page):
+        await page.locator(crumbs, has_text="Closed Won").wait_for()
+        assert "Presentation Scheduled" not in await page.text_content(crumbs)
+        stage = page.locator(f"#deal-{deal_id}-summary [data-field=stage]")
+        assert await stage.text_content() == "Closed Won"
+    await editor_context.close()
+    await viewer_context.close()
+
+
 async def test_missed_sign_out_opens_login(browser, server) -> None:
     from app.auth.sessions import end_all_sessions
 
