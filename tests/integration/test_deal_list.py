@@ -300,7 +300,7 @@ async def test_hidden_name_search_rejected(server) -> None:
     await session.close()
 
     assert plain.status_code == 200
-    assert 'name="q"' not in plain.text
+    assert 'placeholder="Deal name"' not in plain.text
     assert searched.status_code == 400
     assert "Search" in searched.text
     assert "deal name" in searched.text
