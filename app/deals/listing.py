@@ -46,7 +46,7 @@ FILTER_FIELDS = {
     "close_from": "close_date",
     "close_to": "close_date",
 }
-# How an error names a parameter whose own name does not read as words.
+# The names error messages give parameters whose own names are not words.
 FILTER_LABELS = {"q": "Search"}
 
 ROW_SQL = """

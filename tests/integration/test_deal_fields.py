@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.access.tables import Role
 from app.api.keys import create_key
 from app.deals.tables import Stage
 from app.events.tables import Event
@@ -25,6 +23,7 @@ from tests.factories import (
     make_deal,
     make_pipeline,
     make_product,
+    make_role,
     make_user,
     unique,
 )
@@ -53,19 +52,6 @@ async def product_pipeline() -> dict[str, Any]:
 async def key_for(user_id: int) -> dict[str, str]:
     issued = await create_key(user_id, unique("Key"), {"deal": "write"}, None)
     return {"authorization": f"Bearer {issued.token}"}
-
-
-async def custom_role(
-    permissions: dict[str, Any], field_rules: dict[str, Any] | None = None
-) -> str:
-    role = Role(
-        name=f"deal_fields_{uuid.uuid4().hex[:6]}",
-        label=unique("Role"),
-        permissions=permissions,
-        field_rules=field_rules or {},
-    )
-    await role.save()
-    return role.name
 
 
 # The API.
@@ -168,7 +154,7 @@ async def test_api_rejects_invalid_reference(api, field, value, detail) -> None:
 
 async def test_api_rejects_unreadable_account(api) -> None:
     # The user edits every deal but reads only their own accounts.
-    role = await custom_role(
+    role = await make_role(
         {
             "deal": {"read": "all", "create": "all", "edit": "all"},
             "account": {"read": "own"},
@@ -212,7 +198,7 @@ async def test_api_rejects_unreadable_account(api) -> None:
 
 
 async def test_api_hidden_product_by_role(api) -> None:
-    role = await custom_role(
+    role = await make_role(
         {"deal": {"read": "all", "create": "all", "edit": "all"}},
         {"deal": {"product": "hidden", "engage_date": "read_only"}},
     )
@@ -405,7 +391,7 @@ async def test_edit_form_move_with_fields(server) -> None:
 
 
 async def test_edit_form_rejects_unreadable_contact(server) -> None:
-    role = await custom_role(
+    role = await make_role(
         {
             "deal": {"read": "all", "edit": "all"},
             "contact": {"read": "own"},

@@ -50,7 +50,7 @@ async def signed_in(server: Any, email: str) -> Session:
 
 
 async def page_of(server: Any, role: str, path: str) -> str:
-    """Return the page at ``path`` as a new user with ``role`` sees it."""
+    """Fetch the page at ``path`` as a new user who has ``role``."""
     user = await make_user(role)
     session = await signed_in(server, user.email)
     try:
