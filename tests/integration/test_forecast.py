@@ -347,7 +347,9 @@ async def seed_history(pipeline: dict[str, Any], owner: int, team: int) -> None:
     )
 
 
-@pytest.mark.timeout(120)
+# Longer than the job's own wait below, so that a worker still busy with
+# earlier tests' jobs fails there, with a message, rather than here.
+@pytest.mark.timeout(360)
 async def test_worker_trains_and_snapshots(seeded: Seeded) -> None:
     history = await make_forecast_pipeline()
     await seed_history(history, seeded.alice.id, seeded.team_a)
