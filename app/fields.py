@@ -26,9 +26,16 @@ ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 FIRST_YEAR, LAST_YEAR = 1900, 2200
 
 
+def single(name: str, raw: object) -> None:
+    """Raise FieldError when a form repeats ``name``, which arrives as a list."""
+    if isinstance(raw, list):
+        raise FieldError(name, None, "must be given at most once")
+
+
 def text(
     name: str, raw: str | None, *, required: bool = False, max_length: int = 300
 ) -> str:
+    single(name, raw)
     value = (raw or "").strip()
     if required and not value:
         raise FieldError(name, raw, "must not be empty")
@@ -45,6 +52,7 @@ def text(
 
 def amount(name: str, raw: str | None) -> Decimal | None:
     """Parse a money amount, such as 1200, 1,200 or 1200.50, or None for empty."""
+    single(name, raw)
     value = (raw or "").strip()
     if not value:
         return None
@@ -71,6 +79,7 @@ def amount(name: str, raw: str | None) -> Decimal | None:
 
 def whole_number(name: str, raw: str | None) -> int | None:
     """Parse a count such as employees, written 1200 or 1,200, or None for empty."""
+    single(name, raw)
     value = (raw or "").strip()
     if not value:
         return None
@@ -93,6 +102,7 @@ def date(
     ``formats`` adds accepted forms, as strptime pattern -> label, for
     sources that write dates another way.
     """
+    single(name, raw)
     value = (raw or "").strip()
     if not value:
         return None
@@ -128,6 +138,7 @@ def check_year(name: str, raw: str | None, value: dt.date) -> None:
 
 def reference(name: str, raw: str | int | None) -> int | None:
     """Parse the id of a referenced record; empty means none."""
+    single(name, raw)
     value = str(raw).strip() if raw is not None else ""
     if not value:
         return None
@@ -141,6 +152,7 @@ def reference(name: str, raw: str | int | None) -> int | None:
 
 
 def choice(name: str, raw: str | None, choices: tuple[str, ...]) -> str:
+    single(name, raw)
     value = (raw or "").strip()
     if value not in choices:
         raise FieldError(name, raw, f"must be one of {', '.join(choices)}")

@@ -133,6 +133,24 @@ async def test_invalid_amount_names_field_and_value(server) -> None:
     await session.close()
 
 
+async def test_repeated_form_field_rejected(server) -> None:
+    user = await make_user()
+    deal_id = await make_deal(await make_pipeline(), amount="100", name="Once")
+    session = Session(server.url)
+    await session.sign_in(user.email)
+
+    response = await session.post(
+        f"/deals/{deal_id}",
+        {"base_name": "Once", "name": ["Twice", "Thrice"], "base_amount": "100.00"},
+    )
+
+    assert response.status_code == 422
+    assert "Name must be given at most once" in response.text
+    stored = await Deal.select(Deal.name).where(Deal.id == deal_id).first()
+    assert stored["name"] == "Once"
+    await session.close()
+
+
 async def test_edits_to_different_fields_merge(server) -> None:
     first_user, second_user = await make_user(), await make_user()
     pipeline = await make_pipeline()

@@ -157,3 +157,22 @@ def test_date_rejects_with_reason(
         fields.date("close_date", text, formats=formats)
 
     assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        fields.text,
+        fields.amount,
+        fields.whole_number,
+        fields.date,
+        fields.reference,
+        lambda name, raw: fields.choice(name, raw, ("low", "high")),
+    ],
+)
+def test_repeated_form_field_rejected(parse) -> None:
+    """A form that repeats a field sends a list, which no parser takes."""
+    with pytest.raises(FieldError) as raised:
+        parse("priority", ["low", "high"])
+
+    assert raised.value.message == "Priority must be given at most once."
