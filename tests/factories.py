@@ -58,6 +58,12 @@ async def make_user(
     return loaded
 
 
+# The custom roles that make_role created. A stored rule text hides every
+# field that any role hides, so the integration tests' conftest clears these
+# roles' field rules after each test, keeping them from changing other tests.
+MADE_ROLES: list[str] = []
+
+
 async def make_role(
     permissions: dict[str, Any], field_rules: dict[str, Any] | None = None
 ) -> str:
@@ -73,6 +79,7 @@ async def make_role(
         field_rules=field_rules or {},
     )
     await role.save()
+    MADE_ROLES.append(role.name)
     return role.name
 
 

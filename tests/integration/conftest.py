@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from app.access.tables import Role
 from app.workflows import clock
 from app.workflows.tables import WorkflowRule
+from tests.factories import MADE_ROLES
 from tests.servers import WebServer, web_server
 
 
@@ -21,6 +23,15 @@ async def rules() -> AsyncIterator[list[int]]:
     if created:
         await WorkflowRule.delete().where(WorkflowRule.id.is_in(created))
     clock.reset()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def clear_made_roles() -> AsyncIterator[None]:
+    """Clear the field rules of the roles a test made with ``make_role``."""
+    yield
+    if MADE_ROLES:
+        await Role.update({Role.field_rules: {}}).where(Role.name.is_in(MADE_ROLES))
+        MADE_ROLES.clear()
 
 
 @pytest.fixture(scope="module")
