@@ -2,8 +2,8 @@
 
 Run with ``python -m bench.workflows [--rounds N]``. The run creates a
 database of its own, imports the support tickets dataset and times
-``count_timers``, the read behind the counts an admin sees before saving a
-time-based rule. Each rule is counted with the prefilter and with a filter
+``count_timers``, the read behind the timer counts shown to an admin before
+a time-based rule is saved. Each rule is counted with the prefilter and with a filter
 that passes every record, as planning read before the prefilter existed.
 Both variants run in the same rounds, alternating, so that the ratio holds
 on a noisy machine.

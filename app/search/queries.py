@@ -42,7 +42,7 @@ SUGGESTION_SIZE = 3
 
 @dataclass(frozen=True)
 class SearchType:
-    """How one record type is searched and shown.
+    """The search settings of one record type: its query, ranking and display.
 
     ``columns`` and ``source`` form the query, with the record as ``alias``.
     ``title`` is the SQL of the name that ranks hits, made of the fields

@@ -43,8 +43,8 @@ ON CONFLICT (rule, record_type, record_id) WHERE fired_at IS NULL
 DO UPDATE SET due_at = EXCLUDED.due_at, rule_version = EXCLUDED.rule_version
 """
 
-# Waits for a firing that holds the record's pending timer, so that the
-# FIRED_AT_DUE check after it sees that firing's commit.
+# Waits for a firing that has locked the record's pending timer, so that the
+# FIRED_AT_DUE check after it reads what that firing committed.
 LOCK_PENDING = """
 SELECT id FROM workflow_timer
 WHERE rule = {} AND record_type = {} AND record_id = {} AND fired_at IS NULL
